@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` (the main job on the synthetic replicas) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+OUT ?= out/demo
+SCALE ?= 1
+
+.PHONY: venv demo test clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+demo: venv
+	$(PY) -m build replicas --out $(OUT)/raw --scale $(SCALE)
+	$(PY) -m build ingest --raw $(OUT)/raw --work $(OUT)/work
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf out

@@ -1,0 +1,76 @@
+"""Stage reports: counts in and out, every rejected file or row with its reason, warnings, time.
+
+Bad input never crashes a build and never disappears silently: readers and stages call `reject` or
+`warn` and carry on; the stage writes the report as JSON and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("spinebench.build")
+
+
+@dataclass
+class Issue:
+    source: str
+    path: str  # the file, relative to the raw folder where possible
+    reason: str
+    row: int | None = None  # 1-based line or row number inside the file, when the issue is one row
+
+    def line(self) -> str:
+        where = f"{self.path}:{self.row}" if self.row is not None else self.path
+        return f"[{self.source}] {where}: {self.reason}"
+
+
+@dataclass
+class StageReport:
+    stage: str
+    started: float = field(default_factory=time.monotonic)
+    counts: dict[str, Counter] = field(default_factory=dict)
+    rejected: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    seconds: float | None = None
+
+    def count(self, table: str, key: str, n: int = 1) -> None:
+        self.counts.setdefault(table, Counter())[key] += n
+
+    def reject(self, source: str, path: str, reason: str, row: int | None = None) -> None:
+        issue = Issue(source, str(path), reason, row)
+        self.rejected.append(issue)
+        log.warning("rejected %s", issue.line())
+
+    def warn(self, source: str, path: str, reason: str, row: int | None = None) -> None:
+        issue = Issue(source, str(path), reason, row)
+        self.warnings.append(issue)
+        log.warning("warning %s", issue.line())
+
+    def finish(self) -> None:
+        self.seconds = round(time.monotonic() - self.started, 3)
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "seconds": self.seconds,
+            "counts": {table: dict(sorted(c.items())) for table, c in sorted(self.counts.items())},
+            "rejected": [vars(i) for i in self.rejected],
+            "warnings": [vars(i) for i in self.warnings],
+        }
+
+    def write(self, path: Path) -> None:
+        """Write the report; the timing lives in its own file so the report itself is deterministic."""
+        data = self.to_dict()
+        seconds = data.pop("seconds")
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.with_suffix(".time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+
+    def summary(self, headline: str) -> str:
+        return (
+            f"{self.stage}: {headline}; {len(self.rejected)} rejected, {len(self.warnings)} warnings"
+            f" in {self.seconds:.1f}s"
+        )
