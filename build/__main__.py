@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "build.replicas",
     "build.standardize",
     "build.ingest",
+    "build.items",
 )
 
 

@@ -33,7 +33,8 @@ class StageReport:
     stage: str
     started: float = field(default_factory=time.monotonic)
     counts: dict[str, Counter] = field(default_factory=dict)
-    rejected: list[Issue] = field(default_factory=list)
+    rejected: list[Issue] = field(default_factory=list)  # bad input: unreadable, inconsistent, missing
+    dropped: list[Issue] = field(default_factory=list)  # good input left out on purpose (label policy)
     warnings: list[Issue] = field(default_factory=list)
     seconds: float | None = None
 
@@ -44,6 +45,9 @@ class StageReport:
         issue = Issue(source, str(path), reason, row)
         self.rejected.append(issue)
         log.warning("rejected %s", issue.line())
+
+    def drop(self, source: str, path: str, reason: str, row: int | None = None) -> None:
+        self.dropped.append(Issue(source, str(path), reason, row))
 
     def warn(self, source: str, path: str, reason: str, row: int | None = None) -> None:
         issue = Issue(source, str(path), reason, row)
@@ -59,6 +63,7 @@ class StageReport:
             "seconds": self.seconds,
             "counts": {table: dict(sorted(c.items())) for table, c in sorted(self.counts.items())},
             "rejected": [vars(i) for i in self.rejected],
+            "dropped": [vars(i) for i in self.dropped],
             "warnings": [vars(i) for i in self.warnings],
         }
 
@@ -71,6 +76,7 @@ class StageReport:
 
     def summary(self, headline: str) -> str:
         return (
-            f"{self.stage}: {headline}; {len(self.rejected)} rejected, {len(self.warnings)} warnings"
+            f"{self.stage}: {headline}; {len(self.rejected)} rejected, {len(self.dropped)} dropped,"
+            f" {len(self.warnings)} warnings"
             f" in {self.seconds:.1f}s"
         )

@@ -1,0 +1,98 @@
+"""Hard-negative options: the diseases whose images look most like the item's image.
+
+As in the paper: a library of up to N images per disease (seeded), the cosine similarity of each item's
+image to every library image, aggregated per disease (mean or max), and the most similar diseases other than
+the truth become the distractors; Healthy is always an option. The `clinical` profile also never offers a
+disease the image shows elsewhere (`present`) and prefers diseases seen in the same modality and region, so
+an option cannot be ruled out without looking at the lesion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from build.options import seeded_rng
+from spinebench import DISEASES, HEALTHY
+
+CHUNK = 2048  # item rows per similarity block: bounds memory at CHUNK x library size
+
+
+def pick_library(diseases: Sequence[str], per_disease: int, seed: int) -> dict[str, np.ndarray]:
+    """Indices (into the image list) of up to `per_disease` seeded random images per disease."""
+    library: dict[str, np.ndarray] = {}
+    for disease in DISEASES:
+        members = np.flatnonzero(np.asarray(diseases) == disease)
+        if len(members) > per_disease:
+            members = np.sort(seeded_rng(seed, "library", disease).choice(members, per_disease, replace=False))
+        if len(members):
+            library[disease] = members
+    return library
+
+
+def disease_similarity(vectors: np.ndarray, library: Mapping[str, np.ndarray], how: str) -> np.ndarray:
+    """(images x DISEASES) similarity of each image to each disease's library; NaN where no library.
+
+    An image never counts its own library entry. Computed in float64 and rounded to 6 decimals so the
+    ranking does not depend on BLAS block order.
+    """
+    if how not in ("mean", "max"):
+        raise ValueError(f"similarity must be 'mean' or 'max', not {how!r}")
+    out = np.full((len(vectors), len(DISEASES)), np.nan)
+    lib_index = np.concatenate(list(library.values())) if library else np.zeros(0, dtype=int)
+    lib_vectors = vectors[lib_index].astype(np.float64)
+    bounds = np.cumsum([0] + [len(m) for m in library.values()])
+    columns = [DISEASES.index(d) for d in library]
+    for start in range(0, len(vectors), CHUNK):
+        rows = np.arange(start, min(start + CHUNK, len(vectors)))
+        sims = vectors[rows].astype(np.float64) @ lib_vectors.T
+        sims[rows[:, None] == lib_index[None, :]] = np.nan
+        for column, lo, hi in zip(columns, bounds[:-1], bounds[1:]):
+            block = sims[:, lo:hi]
+            valid = ~np.isnan(block).all(axis=1)
+            reduce = np.nanmean if how == "mean" else np.nanmax
+            out[rows[valid], column] = reduce(block[valid], axis=1)
+    return np.round(out, 6)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where each disease occurs in the built data, for the modality/region rules."""
+
+    modalities: Mapping[str, frozenset[str]]
+    regions: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def from_images(cls, diseases: Sequence[str], modalities: Sequence[str], regions: Sequence[str]) -> Context:
+        mods: dict[str, set[str]] = {}
+        regs: dict[str, set[str]] = {}
+        for disease, modality, region in zip(diseases, modalities, regions):
+            mods.setdefault(disease, set()).add(modality)
+            regs.setdefault(disease, set()).add(region)
+        return cls({d: frozenset(m) for d, m in mods.items()}, {d: frozenset(r) for d, r in regs.items()})
+
+    def ruled_out_by_modality(self, disease: str, modality: str) -> bool:
+        """True when the benchmark never shows `disease` in this modality: the option needs no look."""
+        return disease != HEALTHY and disease in self.modalities and modality not in self.modalities[disease]
+
+    def compatible(self, disease: str, modality: str, region: str) -> bool:
+        if self.ruled_out_by_modality(disease, modality):
+            return False
+        regions = self.regions.get(disease, frozenset())
+        return region == "unknown" or not regions or region in regions or "unknown" in regions
+
+
+def choose(truth: str, present: Sequence[str], scores: np.ndarray, modality: str, region: str,
+           context: Context, exclude_present: bool, modality_aware: bool) -> list[str]:
+    """The distractor diseases for one SDD item (3, or 4 when the truth is Healthy), best first."""
+    wanted = 4 if truth == HEALTHY else 3
+    candidates = [d for d in DISEASES if d not in (truth, HEALTHY) and not (exclude_present and d in present)]
+
+    def rank(disease: str) -> tuple:
+        score = scores[DISEASES.index(disease)]
+        incompatible = modality_aware and not context.compatible(disease, modality, region)
+        return (incompatible, np.isnan(score), -np.nan_to_num(score, nan=0.0), DISEASES.index(disease))
+
+    return sorted(candidates, key=rank)[:wanted]

@@ -1,0 +1,238 @@
+"""Generate the benchmark's items from the ingested images: questions, hard-negative options, gold letters.
+
+    python -m build items --work WORK [--profile P] [--embedder fallback|HUB_ID|PATH] [--review FILE]
+
+One diagnosis (SDD) item per image; one localization (SLL) item per image with annotated levels. Options:
+SDD = the truth, the most similar other diseases by image embedding, and Healthy; SLL = the five lumbar
+levels. Letters are shuffled with a seeded, gold-balancing order; question wordings come from
+configs/questions.yaml. Review decisions are applied, then the mini subset is chosen. Writes
+WORK/qa.parquet (one row per item, every schema column but the pixels, plus provenance) and
+WORK/items_report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from build import artifacts, config, decisions, distractors, subset
+from build.embedders import EmbeddingCache, embed_with_cache, make_embedder
+from build.options import arrange, seeded_rng
+from build.report import StageReport
+from spinebench import DISEASES, HEALTHY, LEVELS, TASKS
+
+COMMAND = "items"
+HELP = "generate questions, options and gold answers, apply review decisions, choose the mini subset"
+QA = "qa.parquet"
+DECISIONS = "review/decisions.jsonl"  # default decisions file inside the work folder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work", type=Path, required=True, help="work folder written by `ingest`")
+    parser.add_argument("--profile", help="build profile (default: the one the work folder was ingested with)")
+    parser.add_argument("--embedder", default="fallback",
+                        help="'fallback' (deterministic, no weights) or a SigLIP2 Hub id / local path")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
+    parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{DECISIONS} if present)")
+
+
+def main(args: argparse.Namespace) -> int:
+    ingested = artifacts.read_json(args.work / artifacts.PROFILE)["profile"]
+    profile = config.profile(args.profile or ingested)
+    if profile["name"] != ingested:
+        print(f"note: labels were mapped with profile {ingested!r} at ingest; rerun ingest to change them")
+    review = args.review or (args.work / DECISIONS)
+    report = make_items(args.work, profile, args.embedder, args.batch_size, args.device,
+                        review if review.exists() else None)
+    tasks = report.counts["items"]
+    print(report.summary(f"{tasks.get('diagnosis', 0)} diagnosis + {tasks.get('localization', 0)} localization"
+                         f" items, mini {sum(report.counts['mini'].values())}"))
+    return 0
+
+
+def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: int, device: str,
+               review: Path | None) -> StageReport:
+    report = StageReport("items")
+    images = pq.read_table(work / artifacts.RECORDS).to_pylist()
+    seed, settings = profile["seed"], profile["items"]
+    vectors = embed_images(work, images, embedder, batch_size, device)
+    diseases = [image["disease"] for image in images]
+    library = distractors.pick_library(diseases, settings["library_per_disease"], seed)
+    scores = distractors.disease_similarity(vectors, library, settings["similarity"])
+    context = distractors.Context.from_images(diseases, [i["modality"] for i in images],
+                                              [i["region"] for i in images])
+    quality = subset.quality([i["clarity"] for i in images], [i["contrast"] for i in images],
+                             [i["source"] for i in images])
+
+    items = diagnosis_items(images, scores, context, settings, seed) + localization_items(images, seed)
+    for item in items:
+        item["quality"] = float(quality[item.pop("_index")])
+    if review is not None:
+        found = decisions.load(review, {item["id"]: item for item in items})
+        items = decisions.apply(items, found)
+        report.count("review", "decisions", len(found))
+        for decision in found.values():
+            report.count("review", decision.decision)
+    choose_mini(items, profile, report)
+    count(items, context, report)
+    artifacts.write_parquet(work / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
+    report.finish()
+    report.write(work / "items_report.json")
+    return report
+
+
+def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, device: str) -> np.ndarray:
+    """One L2-normalised vector per image, in `images` order; cached by pixel hash across runs."""
+    embedder = make_embedder(spec, batch_size=batch_size, device=device)
+    cache = EmbeddingCache(work / "embeddings" / f"{_safe(embedder.name)}.parquet", embedder.name)
+    wanted = {image["sha256"] for image in images}
+
+    def pixels():
+        for shard in sorted((work / artifacts.IMAGES_DIR).glob("images-*.parquet")):
+            table = pq.read_table(shard, columns=["sha256", "png"])
+            for sha, png in zip(table.column("sha256").to_pylist(), table.column("png").to_pylist()):
+                if sha in wanted:
+                    yield sha, png
+
+    vectors = embed_with_cache(embedder, cache, pixels(), batch_size)
+    cache.save()
+    return np.stack([vectors[image["sha256"]] for image in images]).astype(np.float32)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def question_bank(task: str) -> list[dict[str, str]]:
+    return config.load("questions")[task]
+
+
+def assign_questions(count_: int, task: str, seed: int) -> list[dict[str, str]]:
+    """Round-robin over a seeded order of the items: each wording used about equally often."""
+    bank = question_bank(task)
+    order = seeded_rng(seed, "questions", task).permutation(count_)
+    chosen: list[dict[str, str]] = [{}] * count_
+    for turn, index in enumerate(order):
+        chosen[index] = bank[turn % len(bank)]
+    return chosen
+
+
+def base_item(image: dict, index: int, task: str, question: dict[str, str]) -> dict[str, Any]:
+    keep = ("image_id", "disease", "levels", "source", "modality", "region", "view", "patient_id", "severity",
+            "sha256", "shard", "present", "clarity", "contrast")
+    suffix = "sdd" if task == "diagnosis" else "sll"
+    return {"id": f"{image['image_id']}-{suffix}", "task": task, "question": question["text"],
+            "question_id": question["id"], "_index": index, **{k: image[k] for k in keep}}
+
+
+def diagnosis_items(images: list[dict], scores: np.ndarray, context: distractors.Context,
+                    settings: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    questions = assign_questions(len(images), "diagnosis", seed)
+    rng, used = seeded_rng(seed, "options", "diagnosis"), Counter()
+    items = []
+    for index, image in enumerate(images):
+        truth = image["disease"]
+        chosen = distractors.choose(truth, image["present"], scores[index], image["modality"], image["region"],
+                                    context, settings["exclude_present"], settings["modality_aware"])
+        texts = [truth] + chosen + ([HEALTHY] if truth != HEALTHY else [])
+        options, answer = arrange(texts, {truth}, used, rng)
+        item = base_item(image, index, "diagnosis", questions[index])
+        item.update(options=options, answer=answer, answer_text=[truth],
+                    scores=json.dumps({d: _score(scores[index], d) for d in options if d != HEALTHY}))
+        items.append(item)
+    return items
+
+
+def _score(row: np.ndarray, disease: str) -> float | None:
+    value = row[DISEASES.index(disease)]
+    return None if np.isnan(value) else float(value)
+
+
+def localization_items(images: list[dict], seed: int) -> list[dict[str, Any]]:
+    located = [(index, image) for index, image in enumerate(images) if image["levels"]]
+    questions = assign_questions(len(located), "localization", seed)
+    rng, used = seeded_rng(seed, "options", "localization"), Counter()
+    items = []
+    for (index, image), question in zip(located, questions):
+        options, answer = arrange(LEVELS, set(image["levels"]), used, rng)
+        item = base_item(image, index, "localization", question)
+        item.update(options=options, answer=answer, answer_text=[o for o in options if o in image["levels"]],
+                    scores="{}")
+        items.append(item)
+    return items
+
+
+def choose_mini(items: list[dict[str, Any]], profile: dict[str, Any], report: StageReport) -> None:
+    """Mark the mini subset in place; report each task's quota, what it got and per-disease shares."""
+    for task in TASKS:
+        pool = [item for item in items if item["task"] == task]
+        quota = profile["mini"][task]
+        chosen, share = subset.select([i["id"] for i in pool], [i["disease"] for i in pool],
+                                      [i["patient_id"] for i in pool], [i["quality"] for i in pool],
+                                      quota, profile["seed"])
+        picked = set(chosen)
+        for item in pool:
+            item["mini"] = item["id"] in picked
+        report.count("mini", task, len(chosen))
+        report.count("mini_quota", task, quota)
+        if len(chosen) < quota:
+            report.warn("all", task, f"mini {task}: {len(chosen)} of {quota} items; the data allow no more")
+        for disease, n in share.items():
+            report.count(f"mini/{task}", disease, n)
+
+
+def count(items: list[dict[str, Any]], context: distractors.Context, report: StageReport) -> None:
+    for item in items:
+        task = item["task"]
+        report.count("items", task)
+        report.count(f"{task}/disease", item["disease"])
+        report.count(f"{task}/source", item["source"])
+        report.count(f"{task}/question", item["question_id"])
+        for letter in item["answer"]:
+            report.count(f"{task}/gold_letter", letter)
+        if task == "diagnosis":
+            ruled = any(context.ruled_out_by_modality(o, item["modality"]) for o in item["options"])
+            report.count("diagnosis/modality_rule_out", "items with an option modality rules out", int(ruled))
+            present = set(item["present"]) - {item["disease"]}
+            report.count("diagnosis/present_offered", "items offering a disease the image shows",
+                         int(bool(present & set(item["options"]))))
+
+
+QA_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("task", pa.string()),
+        ("image_id", pa.string()),
+        ("question", pa.string()),
+        ("options", pa.list_(pa.string())),
+        ("answer", pa.list_(pa.string())),
+        ("answer_text", pa.list_(pa.string())),
+        ("disease", pa.string()),
+        ("levels", pa.list_(pa.string())),
+        ("source", pa.string()),
+        ("modality", pa.string()),
+        ("region", pa.string()),
+        ("view", pa.string()),
+        ("patient_id", pa.string()),
+        ("severity", pa.string()),
+        ("question_id", pa.string()),
+        # provenance, not part of the public schema
+        ("sha256", pa.string()),
+        ("shard", pa.int32()),
+        ("present", pa.list_(pa.string())),
+        ("scores", pa.string()),  # JSON: similarity of the image to each offered disease's library
+        ("clarity", pa.float64()),
+        ("contrast", pa.float64()),
+        ("quality", pa.float64()),
+        ("mini", pa.bool_()),
+        ("review", pa.string()),  # latest review decision, or null
+    ]
+)

@@ -1,0 +1,110 @@
+"""The label map: a reader's raw labels -> one SpineBench disease per image, its levels and grade.
+
+All label policy lives in configs/labels.yaml (which raw string means which disease, what is dropped and
+why, which disease wins on a multi-lesion image) and in the profile's `labels` section (which RSNA grades
+count as a lesion). This module only applies it, so later stages never see a raw label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from build import config
+from build.records import SourceRecord
+from spinebench import DISEASES, HEALTHY, LEVELS
+
+DROP_PREFIX = "drop:"
+GRADE_ORDER = ("Normal/Mild", "Moderate", "Severe")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The benchmark's view of one image."""
+
+    disease: str  # the SDD answer
+    present: tuple[str, ...]  # every disease the image shows (disease included), in DISEASES order
+    levels: tuple[str, ...]  # annotated levels of `disease`, in LEVELS order (the SLL gold set)
+    severity: str | None  # the worst grade among those levels (RSNA), else None
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """An image the policy leaves out, with the reason for the report."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    raw_to_disease: Mapping[str, Mapping[str, str]]  # source -> raw label -> disease or "drop: reason"
+    priority: tuple[str, ...]  # which disease is the SDD answer when an image shows several
+    accepted_grades: frozenset[str | None]  # RSNA grades that make a finding count
+
+    @classmethod
+    def from_config(cls, profile: Mapping[str, Any]) -> LabelMap:
+        labels = config.load("labels")
+        unknown = {
+            target
+            for mapping in labels["sources"].values()
+            for target in mapping.values()
+            if not target.startswith(DROP_PREFIX) and target not in DISEASES
+        }
+        if unknown:
+            raise ValueError(f"configs/labels.yaml maps to diseases not in the vocabulary: {sorted(unknown)}")
+        rest = [d for d in DISEASES if d not in labels["primary_priority"]]
+        return cls(
+            raw_to_disease=labels["sources"],
+            priority=tuple(labels["primary_priority"]) + tuple(rest),
+            accepted_grades=frozenset(profile["labels"]["rsna_grades"]),
+        )
+
+    def apply(self, record: SourceRecord) -> tuple[Labelled | Dropped, list[str]]:
+        """Label one record; also return warnings (unknown labels, contradictions) for the report."""
+        mapping = self.raw_to_disease.get(record.source, {})
+        warnings: list[str] = []
+        drops: list[str] = []
+        graded_out = 0
+        found: dict[str, list] = {}
+        for finding in record.findings:
+            target = mapping.get(finding.label)
+            if target is None:
+                warnings.append(f"unknown label {finding.label!r} ignored (not in configs/labels.yaml)")
+                continue
+            if target.startswith(DROP_PREFIX):
+                drops.append(target[len(DROP_PREFIX):].strip())
+                continue
+            if record.source == "rsna" and finding.severity not in self.accepted_grades:
+                graded_out += 1
+                continue
+            found.setdefault(target, []).append(finding)
+
+        if HEALTHY in found and len(found) > 1:
+            warnings.append(f"'{HEALTHY}' together with lesions {sorted(set(found) - {HEALTHY})}: lesions win")
+            del found[HEALTHY]
+        if not found:
+            return Dropped(self._drop_reason(drops, graded_out, warnings)), warnings
+
+        disease = next(d for d in self.priority if d in found)
+        levels = {f.level for f in found[disease] if f.level is not None}
+        grades = [f.severity for f in found[disease] if f.severity in GRADE_ORDER]
+        return (
+            Labelled(
+                disease=disease,
+                present=tuple(d for d in DISEASES if d in found),
+                levels=tuple(level for level in LEVELS if level in levels),
+                severity=max(grades, key=GRADE_ORDER.index) if grades else None,
+            ),
+            warnings,
+        )
+
+    def _drop_reason(self, drops: list[str], graded_out: int, warnings: list[str]) -> str:
+        if drops:
+            return "; ".join(sorted(set(drops)))
+        if graded_out:
+            grades = ", ".join(sorted(str(g) for g in self.accepted_grades))
+            return f"no annotated level graded {grades} (profile's rsna_grades)"
+        if warnings:
+            return "no known label"
+        return "no label at all"

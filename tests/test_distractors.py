@@ -1,0 +1,69 @@
+"""Hard negatives on hand-made embeddings where the right answer is obvious."""
+
+import numpy as np
+import pytest
+
+from build import distractors
+from spinebench import DISEASES, HEALTHY
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def toy():
+    """Three X-ray diseases on three axes; Osteophytes lie close to Disc space narrowing."""
+    labels = ["Disc space narrowing"] * 3 + ["Osteophytes"] * 3 + ["Vertebral collapse"] * 3 + [HEALTHY] * 3
+    base = {"Disc space narrowing": [1, 0, 0], "Osteophytes": [0.9, 0.3, 0], "Vertebral collapse": [0, 1, 0],
+            HEALTHY: [0, 0, 1]}
+    vectors = np.stack([unit(np.array(base[d]) + 0.01 * i) for i, d in enumerate(labels)])
+    return labels, vectors
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_nearest_disease_ranks_first(toy, how):
+    labels, vectors = toy
+    library = distractors.pick_library(labels, 200, seed=0)
+    scores = distractors.disease_similarity(vectors, library, how)
+    context = distractors.Context.from_images(labels, ["X-ray"] * 12, ["lumbar"] * 12)
+    chosen = distractors.choose("Disc space narrowing", ["Disc space narrowing"], scores[0], "X-ray", "lumbar",
+                                context, exclude_present=False, modality_aware=False)
+    assert chosen[0] == "Osteophytes" and len(chosen) == 3 and HEALTHY not in chosen
+    healthy = distractors.choose(HEALTHY, [HEALTHY], scores[9], "X-ray", "lumbar", context, False, False)
+    assert len(healthy) == 4 and HEALTHY not in healthy
+
+
+def test_an_image_does_not_count_itself(toy):
+    labels, vectors = toy
+    library = {"Osteophytes": np.array([3])}  # only image 3 in the library
+    scores = distractors.disease_similarity(vectors, library, "mean")
+    assert np.isnan(scores[3, DISEASES.index("Osteophytes")])
+    assert scores[4, DISEASES.index("Osteophytes")] == pytest.approx(float(vectors[4] @ vectors[3]), abs=1e-6)
+
+
+def test_library_is_capped_and_seeded():
+    labels = ["Osteophytes"] * 50 + ["Healthy"] * 5
+    a = distractors.pick_library(labels, 10, seed=1)
+    assert len(a["Osteophytes"]) == 10 and len(a["Healthy"]) == 5
+    assert np.array_equal(a["Osteophytes"], distractors.pick_library(labels, 10, seed=1)["Osteophytes"])
+    assert not np.array_equal(a["Osteophytes"], distractors.pick_library(labels, 10, seed=2)["Osteophytes"])
+
+
+def test_clinical_never_offers_present_and_prefers_same_modality(toy):
+    labels, vectors = toy
+    labels = labels + ["Spinal canal stenosis"]
+    vectors = np.vstack([vectors, unit([1, 0.05, 0])])  # looks like Disc space narrowing but is MRI
+    modalities = ["X-ray"] * 12 + ["MRI"]
+    context = distractors.Context.from_images(labels, modalities, ["lumbar"] * 13)
+    scores = distractors.disease_similarity(vectors, distractors.pick_library(labels, 200, 0), "max")
+    present = ["Disc space narrowing", "Osteophytes"]
+    paper = distractors.choose("Disc space narrowing", present, scores[0], "X-ray", "lumbar", context, False, False)
+    clinical = distractors.choose("Disc space narrowing", present, scores[0], "X-ray", "lumbar", context, True, True)
+    assert "Osteophytes" in paper and "Spinal canal stenosis" in paper
+    assert "Osteophytes" not in clinical
+    # the MRI-only look-alike loses its place to X-ray-compatible diseases (ranked by similarity, then unseen)
+    assert clinical[0] == "Vertebral collapse" and "Spinal canal stenosis" not in clinical
+    assert context.ruled_out_by_modality("Spinal canal stenosis", "X-ray")
+    assert not context.ruled_out_by_modality(HEALTHY, "MRI")

@@ -1,0 +1,39 @@
+"""Mini subset selection: quotas, balance, quality first, one item per patient first, determinism."""
+
+import numpy as np
+
+from build.subset import allocate, quality, select
+
+
+def test_allocate_water_fills_small_groups_and_meets_the_quota():
+    assert allocate({"a": 2, "b": 100, "c": 100}, 10) == {"a": 2, "b": 4, "c": 4}
+    assert sum(allocate({"a": 50, "b": 50, "c": 50}, 10).values()) == 10
+    assert allocate({"a": 3, "b": 1}, 10) == {"a": 3, "b": 1}  # shortfall: take all there is
+
+
+def test_quality_ranks_within_each_source():
+    # source y is uniformly blurrier, yet its best image ranks as high as x's best
+    q = quality([1.0, 2.0, 0.1, 0.2], [0.5, 0.6, 0.05, 0.06], ["x", "x", "y", "y"])
+    assert list(q) == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_select_prefers_quality_then_new_patients():
+    ids = ["i0", "i1", "i2", "i3"]
+    groups = ["d"] * 4
+    patients = ["p1", "p1", "p2", "p3"]
+    scores = [0.9, 0.8, 0.5, 0.1]
+    chosen, share = select(ids, groups, patients, scores, 3, seed=0)
+    assert chosen == ["i0", "i2", "i3"]  # p1's second image waits for every other patient
+    assert share == {"d": 3}
+
+
+def test_select_is_balanced_and_deterministic():
+    rng = np.random.default_rng(0)
+    groups = ["a"] * 500 + ["b"] * 300 + ["c"] * 40
+    ids = [f"x{i}" for i in range(len(groups))]
+    patients = [f"p{i}" for i in range(len(groups))]
+    scores = list(rng.random(len(groups)))
+    chosen, share = select(ids, groups, patients, scores, 300, seed=5)
+    assert share == {"c": 40, "b": 130, "a": 130}
+    assert len(chosen) == 300
+    assert select(ids, groups, patients, scores, 300, seed=5)[0] == chosen
