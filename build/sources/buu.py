@@ -1,0 +1,260 @@
+"""Reader of the BUU-LSPINE release (SOURCES.md §1): lumbar X-rays, AP and lateral, with spondylolisthesis.
+
+One record per `AP/<stem>.jpg` or `LA/<stem>.jpg` whose stem follows the release grammar and that has its
+endplate CSV. Patient, sex, age and view come from the stem; the CSV's label column gives the slips.
+
+Decisions where the release is vague:
+- A non-zero label on the bottom-endplate row of Lk is a slip at level Lk/L(k+1); the type integer is
+  unknown, so any non-zero is raw label `slip`. No non-zero label anywhere: raw label `normal`.
+- A non-zero label on a top-endplate row breaks the release's convention: it could mean the vertebra's
+  own level or the disc above, and a wrong level would be a wrong gold answer. Warned; the image keeps
+  its diagnosis (`slip`) but carries no levels at all, since its level set can no longer be trusted.
+- A CSV with another row count than 10 (AP) / 11 (LA) cannot be aligned with the endplates: warned, the
+  image keeps its diagnosis from the labels it has, without levels.
+- Swapped points in a row are a known release quirk that touches only coordinates, which SpineBench
+  does not use: not checked, not warned (it would only add noise to every report).
+- Rejected images: a name off the grammar, a mirror's duplicate copy (`<stem>(1).jpg`), a view digit
+  that contradicts the folder (its CSV would be read against the wrong endplate list), no CSV, a CSV
+  that is empty or has a row that is not 5 numbers (reason with the line number).
+- The workbook is optional and only cross-checks sex and age against the stem (warnings); the stem wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import openpyxl
+from openpyxl.utils.exceptions import InvalidFileException
+
+from build.records import Finding, SourceRecord, level_name
+from build.report import StageReport
+from build.sources.common import MAX_DEPTH, relpath, sex_code
+
+SOURCE = "buu"
+STEM = re.compile(r"^(\d{4})-([FM])-(\d{3})Y([01])$")
+COPY = re.compile(r"^(?P<stem>.+?)\s*\(\d+\)$")  # mirrors' duplicates: `1665-M-014Y1(1)`
+VIEWS = {"0": ("AP", "AP"), "1": ("LA", "lateral")}  # stem view digit -> (release folder, record view)
+EXPECTED_ROWS = {"AP": 10, "LA": 11}  # endplates per view: L1 top .. L5 bottom, LA adds S1 top
+VERTEBRAE = ("L1", "L2", "L3", "L4", "L5", "S1")
+COLUMNS = "x1,y1,x2,y2,label"
+WORKBOOK = "*_report.xlsx"
+SHEET_PREFIX = "diag_all"
+
+Labels = list[tuple[int, float]]  # (CSV line, label) per endplate row, cranial to caudal
+Demographics = dict[str, tuple[str | None, int | None]]  # stem -> (sex, age) as the workbook says
+
+
+def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release found inside `folder`: AP images, then LA images, each by file name."""
+    root = _release_root(folder, report)
+    if root is None:
+        return
+    workbook = _workbook(root, folder, report)
+    for view_folder, _ in VIEWS.values():
+        directory = root / view_folder
+        if directory.is_dir():
+            yield from _read_view(directory, folder, workbook, report)
+        else:
+            report.warn(SOURCE, relpath(directory, folder), f"no {view_folder}/ folder in the release")
+
+
+def _release_root(folder: Path, report: StageReport) -> Path | None:
+    """The shallowest folder holding AP/ or LA/. common.find_root wants a marker file, and the release
+    root holds no fixed file (the workbook is optional), so this looks for the view folders instead."""
+    for depth in range(MAX_DEPTH + 1):
+        found = sorted(
+            path.parent for name, _ in VIEWS.values() for path in folder.glob("*/" * depth + name)
+            if path.is_dir()
+        )
+        if found:
+            return found[0]
+    report.warn(SOURCE, ".", f"source not found: no AP/ or LA/ folder in the folder or {MAX_DEPTH} levels "
+                             "below")
+    return None
+
+
+def _read_view(directory: Path, folder: Path, workbook: Demographics, report: StageReport
+               ) -> Iterator[SourceRecord]:
+    """Pair <stem>.jpg with <stem>.csv in one view folder; a CSV without its image is only warned.
+    Dot files (`._x.jpg` from macOS copies) are file-system litter, not release files."""
+    files = sorted(path for path in directory.iterdir() if path.is_file() and not path.name.startswith("."))
+    images = {path.stem: path for path in files if path.suffix.lower() == ".jpg"}
+    for path in files:
+        if path.suffix.lower() == ".csv" and path.stem not in images:
+            report.warn(SOURCE, relpath(path, folder), "annotation CSV without image")
+    for stem, image in images.items():
+        record = _record(image, directory / f"{stem}.csv", folder, workbook, report)
+        if record is not None:
+            yield record
+
+
+def _record(image: Path, table: Path, folder: Path, workbook: Demographics, report: StageReport
+            ) -> SourceRecord | None:
+    shown = relpath(image, folder)
+    fields = _stem_fields(image, shown, report)
+    if fields is None:
+        return None
+    if not table.is_file():
+        report.reject(SOURCE, shown, "no annotation CSV")
+        return None
+    labels = _labels(table, folder, report)
+    if labels is None:
+        return None
+    patient, sex, age, digit = fields.groups()
+    view_folder, view = VIEWS[digit]
+    _cross_check(workbook.get(image.stem), sex, int(age), shown, report)
+    return SourceRecord(
+        source=SOURCE,
+        image_key=image.stem,
+        patient_id=patient,
+        modality="X-ray",
+        region="lumbar",
+        view=view,
+        path=shown,
+        findings=_findings(labels, EXPECTED_ROWS[view_folder], relpath(table, folder), report),
+        sex=sex,
+        age=int(age),
+    )
+
+
+def _stem_fields(image: Path, shown: str, report: StageReport) -> re.Match[str] | None:
+    """The stem's fields, or None after rejecting a duplicate copy, a foreign name or a misfiled view."""
+    match = STEM.match(image.stem)
+    if match is None:
+        report.reject(SOURCE, shown, _name_problem(image))
+        return None
+    view_folder, view = VIEWS[match[4]]
+    if image.parent.name != view_folder:
+        report.reject(SOURCE, shown,
+                      f"view digit Y{match[4]} ({view}) but the file is in {image.parent.name}/")
+        return None
+    return match
+
+
+def _name_problem(image: Path) -> str:
+    copy = COPY.match(image.stem)
+    if copy is None or STEM.match(copy["stem"]) is None:
+        return f"file name does not match {STEM.pattern}"
+    original = image.with_name(copy["stem"] + image.suffix)
+    missing = "" if original.is_file() else " (the original is missing)"
+    return f"duplicate copy of {original.name}{missing}"
+
+
+def _labels(path: Path, folder: Path, report: StageReport) -> Labels | None:
+    """The label of every endplate row; None after rejecting the image for a row that is not 5 numbers,
+    since a CSV we cannot read cannot tell a normal spine from a slipped one."""
+    shown = relpath(path, folder)
+    labels: Labels = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            lines = csv.reader(handle)
+            for cells in lines:
+                if not cells:
+                    continue
+                problem = _row_problem(cells)
+                if problem:
+                    report.reject(SOURCE, shown, problem, row=lines.line_num)
+                    return None
+                if float(cells[0]) > float(cells[2]):
+                    report.warn(SOURCE, shown, "endplate points swapped (x1 > x2); harmless, the build uses "
+                                "only the label", row=lines.line_num)
+                labels.append((lines.line_num, float(cells[-1])))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        report.reject(SOURCE, shown, f"unreadable annotation CSV: {exc}")
+        return None
+    if not labels:
+        report.reject(SOURCE, shown, "empty annotation CSV")
+        return None
+    return labels
+
+
+def _row_problem(cells: list[str]) -> str | None:
+    if len(cells) != len(COLUMNS.split(",")):
+        return f"{len(cells)} cells, expected 5 ({COLUMNS})"
+    bad = next((cell for cell in cells if not _is_number(cell)), None)
+    return None if bad is None else f"non-numeric cell {bad!r}"
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
+
+
+def _findings(labels: Labels, expected: int, shown: str, report: StageReport) -> tuple[Finding, ...]:
+    """`normal`, or one `slip` per slipped level; a single level-less `slip` when levels are unreliable."""
+    slipped = [(index, line, label) for index, (line, label) in enumerate(labels) if label != 0]
+    if len(labels) != expected:
+        size = "short" if len(labels) < expected else "long"
+        report.warn(SOURCE, shown, f"{size} CSV: {len(labels)} rows, expected {expected}; no level questions")
+        return (Finding("slip"),) if slipped else (Finding("normal"),)
+    if not slipped:
+        return (Finding("normal"),)
+    top_rows = [(index, line, label) for index, line, label in slipped if index % 2 == 0]
+    for index, line, label in top_rows:
+        vertebra = VERTEBRAE[index // 2]
+        report.warn(SOURCE, shown, f"label {label:g} on the {vertebra} top-endplate row (expected only on "
+                                   "bottom rows); levels unreliable, no level questions", row=line)
+    if top_rows:
+        return (Finding("slip"),)
+    return tuple(Finding("slip", level_name(VERTEBRAE[i // 2], VERTEBRAE[i // 2 + 1])) for i, _, _ in slipped)
+
+
+def _workbook(root: Path, folder: Path, report: StageReport) -> Demographics:
+    """Sex and age by image stem from the optional report workbook; empty when it is absent or unusable."""
+    paths = sorted(root.glob(WORKBOOK))
+    if not paths:
+        return {}
+    shown = relpath(paths[0], folder)
+    try:
+        book = openpyxl.load_workbook(paths[0], read_only=True, data_only=True)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, InvalidFileException) as exc:
+        report.warn(SOURCE, shown, f"workbook unreadable, sex/age not cross-checked: {exc}")
+        return {}
+    try:
+        return _demographics(book, shown, report)
+    finally:
+        book.close()
+
+
+def _demographics(book: openpyxl.Workbook, shown: str, report: StageReport) -> Demographics:
+    sheet = next((book[name] for name in book.sheetnames if name.startswith(SHEET_PREFIX)), None)
+    if sheet is None:
+        report.warn(SOURCE, shown, f"no {SHEET_PREFIX}* sheet, sex/age not cross-checked")
+        return {}
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(cell).strip() for cell in next(rows, ())]
+    missing = [name for name in ("filename", "gender", "age") if name not in header]
+    if missing:
+        report.warn(SOURCE, shown, f"sheet {sheet.title} lacks column(s) {', '.join(missing)}, "
+                                   "sex/age not cross-checked")
+        return {}
+    name, sex, age = (header.index(column) for column in ("filename", "gender", "age"))
+    return {
+        Path(str(row[name]).strip()).stem: (sex_code(row[sex]), _age(row[age]))
+        for row in rows if len(row) > max(name, sex, age) and row[name] is not None
+    }
+
+
+def _age(value: object) -> int | None:
+    try:
+        return int(float(str(value)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _cross_check(expected: tuple[str | None, int | None] | None, sex: str, age: int, shown: str,
+                 report: StageReport) -> None:
+    """Warn where the workbook disagrees with the stem; the stem stays authoritative."""
+    if expected is None:
+        return
+    if expected[0] is not None and expected[0] != sex:
+        report.warn(SOURCE, shown, f"workbook says sex {expected[0]}, file name says {sex}")
+    if expected[1] is not None and expected[1] != age:
+        report.warn(SOURCE, shown, f"workbook says age {expected[1]}, file name says {age}")

@@ -1,0 +1,162 @@
+"""Reader of the RSNA 2024 Lumbar Spine Degenerative Classification release (SOURCES.md §3).
+
+One record per annotated slice, i.e. per distinct (study, series, instance) of
+train_label_coordinates.csv, with one finding per coordinate row: the condition string as written, its
+level, and the study's grade for that condition and level from train.csv. The view is the series
+description. Pixels are never opened here: a file that exists is imaging's to judge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from build.records import Finding, SourceRecord
+from build.report import StageReport
+from build.sources.common import read_csv_rows, referenced_file, relpath, release_root
+from spinebench import LEVELS
+
+SOURCE = "rsna"
+MARKER = "train_label_coordinates.csv"
+GRADES_CSV = "train.csv"
+SERIES_CSV = "train_series_descriptions.csv"
+CONDITIONS = (
+    "Spinal Canal Stenosis",
+    "Left Neural Foraminal Narrowing",
+    "Right Neural Foraminal Narrowing",
+    "Left Subarticular Stenosis",
+    "Right Subarticular Stenosis",
+)
+GRADES = ("Normal/Mild", "Moderate", "Severe")
+SERIES_DESCRIPTIONS = ("Sagittal T1", "Sagittal T2/STIR", "Axial T2")
+UNKNOWN = "unknown"
+
+Slice = tuple[int, int, int]  # study, series, instance
+Label = tuple[str, str]  # condition, level
+
+
+def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release found inside `folder`, sorted numerically by study, series, instance."""
+    root = release_root(folder, MARKER, report, SOURCE)
+    if root is None:
+        return
+    views = _SeriesViews(root, folder, report)
+    grades = _Grades(root, folder, report)
+    for (study, series, instance), labels in sorted(_annotated_slices(root, folder, report).items()):
+        path = root / "train_images" / str(study) / str(series) / f"{instance}.dcm"
+        if not referenced_file(path, folder, report, SOURCE, MARKER, sorted(labels.values())):
+            continue
+        findings = (Finding(c, level, grades.severity(study, c, level)) for c, level in labels)
+        yield SourceRecord(
+            source=SOURCE,
+            image_key=f"{study}/{series}/{instance}",
+            patient_id=str(study),
+            modality="MRI",
+            region="lumbar",
+            view=views.view(study, series),
+            path=relpath(path, folder),
+            findings=tuple(sorted(findings)),
+        )
+
+
+def _annotated_slices(root: Path, folder: Path, report: StageReport) -> dict[Slice, dict[Label, int]]:
+    """Slice -> {(condition, level): first CSV line}; rejects rows with unknown strings or bad ids."""
+    path = root / MARKER
+    shown = relpath(path, folder)
+    columns = ("study_id", "series_id", "instance_number", "condition", "level")
+    slices: dict[Slice, dict[Label, int]] = {}
+    for line, row in read_csv_rows(path, columns, report, SOURCE, base=folder):
+        ids = _integer_ids(row, columns[:3], report, shown, line)
+        if ids is None:
+            continue
+        label = (row["condition"], row["level"])
+        if label[0] not in CONDITIONS:
+            report.reject(SOURCE, shown, f"unknown condition {label[0]!r}", row=line)
+            continue
+        if label[1] not in LEVELS:
+            report.reject(SOURCE, shown, f"unknown level {label[1]!r}", row=line)
+            continue
+        labels = slices.setdefault(ids, {})
+        if label in labels:
+            report.warn(SOURCE, shown, f"duplicate of line {labels[label]} ({label[0]} {label[1]} on "
+                                       f"{'/'.join(map(str, ids))}); kept one", row=line)
+            continue
+        labels[label] = line
+    return slices
+
+
+def _integer_ids(
+    row: dict[str, str], names: tuple[str, ...], report: StageReport, shown: str, line: int
+) -> tuple[int, ...] | None:
+    """The row's ids as integers (they name folders and files), or None after rejecting the row."""
+    for name in names:
+        if not re.fullmatch(r"[0-9]+", row[name]):
+            report.reject(SOURCE, shown, f"non-integer {name} {row[name]!r}", row=line)
+            return None
+    return tuple(int(row[name]) for name in names)
+
+
+class _SeriesViews:
+    """Series description per (study, series); says once per series when it has to answer 'unknown'."""
+
+    def __init__(self, root: Path, folder: Path, report: StageReport) -> None:
+        self.report = report
+        self.shown = relpath(root / SERIES_CSV, folder)
+        self.views: dict[tuple[int, ...], str] = {}
+        self.warned: set[tuple[int, int]] = set()
+        columns = ("study_id", "series_id", "series_description")
+        for line, row in read_csv_rows(root / SERIES_CSV, columns, report, SOURCE, base=folder):
+            ids = _integer_ids(row, columns[:2], report, self.shown, line)
+            if ids is None:
+                continue
+            view = self.views.setdefault(ids, row["series_description"])
+            if view != row["series_description"]:
+                report.warn(SOURCE, self.shown, f"series {ids[0]}/{ids[1]} described again as "
+                                                f"{row['series_description']!r}; kept {view!r}", row=line)
+            elif view not in SERIES_DESCRIPTIONS:
+                report.warn(SOURCE, self.shown, f"unexpected series_description {view!r}, kept", row=line)
+
+    def view(self, study: int, series: int) -> str:
+        view = self.views.get((study, series))
+        if view is None and (study, series) not in self.warned:
+            self.warned.add((study, series))
+            self.report.warn(SOURCE, self.shown, f"series {study}/{series} not listed: view {UNKNOWN}")
+        return view or UNKNOWN
+
+
+class _Grades:
+    """train.csv by study; severity() says once per study, or study/condition/level, when it has none."""
+
+    def __init__(self, root: Path, folder: Path, report: StageReport) -> None:
+        self.report = report
+        self.shown = relpath(root / GRADES_CSV, folder)
+        self.rows: dict[int, tuple[int, dict[str, str]]] = {}
+        self.warned: set[tuple] = set()
+        for line, row in read_csv_rows(root / GRADES_CSV, ("study_id",), report, SOURCE, base=folder):
+            ids = _integer_ids(row, ("study_id",), report, self.shown, line)
+            if ids is None:
+                continue
+            first = self.rows.setdefault(ids[0], (line, row))[0]
+            if first != line:
+                report.warn(SOURCE, self.shown, f"study {ids[0]} repeated; kept line {first}", row=line)
+
+    def severity(self, study: int, condition: str, level: str) -> str | None:
+        """The grade in column `{condition}_{level}` (e.g. spinal_canal_stenosis_l4_l5), found by name."""
+        if study not in self.rows:
+            self._warn_once((study,), f"study {study} not in {GRADES_CSV}: severities empty")
+            return None
+        line, row = self.rows[study]
+        column = f"{condition.lower().replace(' ', '_')}_{level.lower().replace('/', '_')}"
+        grade = row.get(column, "")
+        if grade in GRADES:
+            return grade
+        problem = "no grade" if grade == "" else f"unexpected grade {grade!r}"
+        self._warn_once((study, condition, level), f"{problem} for study {study}, {condition} {level}: "
+                                                   "severity empty", line)
+        return None
+
+    def _warn_once(self, key: tuple, reason: str, line: int | None = None) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.report.warn(SOURCE, self.shown, reason, row=line)

@@ -1,0 +1,182 @@
+"""Reader of the VinDr-SpineXR release (SOURCES.md §4).
+
+One record per image_id of annotations/train.csv and annotations/test.csv, with one finding per distinct
+lesion_type on the image (boxes collapse; the strings stay as written, the label map judges them).
+Region, view, sex and age come from four whitelisted DICOM header tags, read without the pixels; a header
+that cannot be read only makes them unknown, since imaging rejects the file later with the real reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pydicom
+import pydicom.config
+
+from build.records import Finding, SourceRecord
+from build.report import StageReport
+from build.sources.common import read_csv_rows, referenced_file, relpath, release_root, sex_code
+
+SOURCE = "vindr"
+MARKER = "annotations/train.csv"
+SPLITS = ("train", "test")
+COLUMNS = ("study_id", "series_id", "image_id", "rad_id", "lesion_type", "xmin", "ymin", "xmax", "ymax")
+NO_FINDING = "No finding"
+LESION_TYPES = frozenset({
+    "Osteophytes", "Disc space narrowing", "Surgical implant", "Foraminal stenosis",
+    "Spondylolysthesis",  # sic: the release's spelling, kept for the label map
+    "Vertebral collapse", "Other lesions", NO_FINDING,
+})
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+UNKNOWN = "unknown"
+# BodyPartExamined / ViewPosition, upper-cased with everything but letters and digits removed
+REGIONS = {
+    "CSPINE": "cervical", "CERVICAL": "cervical", "NECK": "cervical",
+    "TSPINE": "thoracic", "THORACIC": "thoracic",
+    "LSPINE": "lumbar", "LUMBAR": "lumbar", "LSSPINE": "lumbar",
+}
+VIEWS = {"AP": "AP", "PA": "PA", "LL": "lateral", "RL": "lateral", "LAT": "lateral", "LATERAL": "lateral"}
+HEADER_TAGS = ["BodyPartExamined", "ViewPosition", "PatientSex", "PatientAge"]
+
+
+class Header(NamedTuple):
+    """The only header facts that may leave the reader: none of them identifies a patient."""
+
+    region: str = UNKNOWN
+    view: str = UNKNOWN
+    sex: str | None = None
+    age: int | None = None
+
+
+@dataclass
+class _Image:
+    """What the annotation rows say about one image_id."""
+
+    split: str
+    study_id: str
+    lines: list[int] = field(default_factory=list)
+    rads: dict[str, set[str]] = field(default_factory=dict)  # lesion_type -> rad_ids
+
+
+def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release found inside `folder`, sorted by image_id."""
+    root = release_root(folder, MARKER, report, SOURCE)
+    if root is None:
+        return
+    images = _annotated_images(root, folder, report)
+    for image_id in sorted(images):
+        image = images[image_id]
+        csv_name = f"annotations/{image.split}.csv"
+        path = root / f"{image.split}_images" / f"{image_id}.dicom"
+        if not referenced_file(path, folder, report, SOURCE, csv_name, image.lines):
+            continue
+        _warn_contradiction(image_id, image, relpath(root / csv_name, folder), report)
+        header = read_header(path, relpath(path, folder), report)
+        yield SourceRecord(
+            source=SOURCE,
+            image_key=image_id,
+            patient_id=image.study_id,
+            modality="X-ray",
+            region=header.region,
+            view=header.view,
+            path=relpath(path, folder),
+            findings=tuple(Finding(label) for label in sorted(image.rads)),
+            sex=header.sex,
+            age=header.age,
+        )
+
+
+def _annotated_images(root: Path, folder: Path, report: StageReport) -> dict[str, _Image]:
+    """image_id -> its accepted rows; a rejected row costs only itself (the image keeps its other rows)."""
+    images: dict[str, _Image] = {}
+    for split in SPLITS:
+        path = root / "annotations" / f"{split}.csv"
+        shown = relpath(path, folder)
+        for line, row in read_csv_rows(path, COLUMNS, report, SOURCE, base=folder):
+            image = images.get(row["image_id"])
+            problem = _row_problem(row)
+            listed_elsewhere = image is not None and (image.split, image.study_id) != (split, row["study_id"])
+            if problem is None and listed_elsewhere:
+                problem = f"image_id already in annotations/{image.split}.csv with study_id {image.study_id}"
+            if problem is not None:
+                report.reject(SOURCE, shown, problem, row=line)
+                continue
+            if image is None:
+                image = images[row["image_id"]] = _Image(split, row["study_id"])
+            lesion = row["lesion_type"]
+            if lesion not in LESION_TYPES:
+                report.warn(SOURCE, shown, f"unknown lesion_type {lesion!r}, kept as written", row=line)
+            image.lines.append(line)
+            image.rads.setdefault(lesion, set()).add(row["rad_id"])
+    return images
+
+
+def _row_problem(row: dict[str, str]) -> str | None:
+    """Why a row cannot be used, or None.
+
+    Ids must be 32-char lowercase hex (rejected, not warned): study_id is published as patient_id and
+    image_id names the file and the image, so anything else is a misaligned row or a non-anonymised id,
+    and ids differing only in case would collide once slugged into image ids.
+    """
+    for name in ("study_id", "image_id"):
+        if not HEX_ID.fullmatch(row[name]):
+            return f"{name} {row[name]!r} is not a 32-char lowercase hex id"
+    if not row["lesion_type"]:
+        return "empty lesion_type"
+    if row["lesion_type"] == NO_FINDING:
+        return None  # its box fields are empty in the release, and unused
+    return _box_problem(row)
+
+
+def _box_problem(row: dict[str, str]) -> str | None:
+    """Why a lesion's box is unusable: a lesion without a real box is a broken annotation."""
+    box = {name: row[name] for name in ("xmin", "ymin", "xmax", "ymax")}
+    try:
+        xmin, ymin, xmax, ymax = (float(value) for value in box.values())
+    except ValueError:
+        return f"non-numeric box {box}"
+    if not all(math.isfinite(value) for value in (xmin, ymin, xmax, ymax)):
+        return f"non-finite box {box}"
+    if not (xmax > xmin and ymax > ymin):
+        return f"degenerate box {box}"
+    return None
+
+
+def _warn_contradiction(image_id: str, image: _Image, shown: str, report: StageReport) -> None:
+    """'No finding' next to a lesion on one image: both findings stay, the disagreement is reported."""
+    lesion_rads = set().union(*(rads for lesion, rads in image.rads.items() if lesion != NO_FINDING))
+    if NO_FINDING in image.rads and lesion_rads:
+        healthy_rads = ", ".join(sorted(image.rads[NO_FINDING]))
+        report.warn(SOURCE, shown, f"image {image_id}: '{NO_FINDING}' by {healthy_rads} and lesions by "
+                                   f"{', '.join(sorted(lesion_rads))}; kept both")
+
+
+def read_header(path: Path, shown: str, report: StageReport) -> Header:
+    """Region, view, sex and age from the DICOM header, skipping the pixels; all unknown if unreadable."""
+    try:
+        with pydicom.config.disable_value_validation():  # 'L-SPINE' and the like are expected, not news
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            return Header(
+                region=REGIONS.get(_token(dataset.get("BodyPartExamined")), UNKNOWN),
+                view=VIEWS.get(_token(dataset.get("ViewPosition")), UNKNOWN),
+                sex=sex_code(dataset.get("PatientSex")),
+                age=_age(dataset.get("PatientAge")),
+            )
+    except Exception as exc:  # pydicom raises many types on broken files; imaging rejects them later
+        report.warn(SOURCE, shown, f"unreadable DICOM header ({type(exc).__name__}): region, view unknown")
+        return Header()
+
+
+def _token(value: Any) -> str:
+    return re.sub(r"[^A-Z0-9]", "", str(value or "").upper())
+
+
+def _age(value: Any) -> int | None:
+    """DICOM age string in years ('056Y' -> 56); ages in months, weeks or days are not years: None."""
+    match = re.fullmatch(r"(\d{1,3})Y", str(value or "").strip().upper())
+    return int(match.group(1)) if match else None

@@ -1,0 +1,224 @@
+"""The VinDr-SpineXR reader on tiny release trees written here in the layout of SOURCES.md §4."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import pytest
+from pydicom import config
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
+
+from build.records import Finding, SourceRecord
+from build.report import StageReport
+from build.sources import vindr
+
+RELEASE = "vindr-spinexr-a-large-annotated-medical-image-dataset-for-spinal-lesions-detection-1.0.0"
+COLUMNS = ["study_id", "series_id", "image_id", "rad_id", "lesion_type", "xmin", "ymin", "xmax", "ymax"]
+BOX = ("100.5", "200", "180.25", "260")
+EMPTY_BOX = ("", "", "", "")
+
+
+def hex_id(name: str) -> str:
+    return hashlib.md5(name.encode()).hexdigest()
+
+
+A, B, C, D, E = (hex_id(f"image {n}") for n in "ABCDE")
+S1, S2, S3 = (hex_id(f"study {n}") for n in "123")
+HEADERS = {  # image -> tags written into its DICOM
+    A: {"BodyPartExamined": "CSPINE", "ViewPosition": "LL", "PatientSex": "F", "PatientAge": "056Y"},
+    B: {"BodyPartExamined": "L-SPINE", "ViewPosition": "AP", "PatientSex": "M", "PatientAge": "041Y"},
+    C: {"BodyPartExamined": "LUMBAR", "ViewPosition": "LATERAL", "PatientSex": "O", "PatientAge": "003M"},
+    D: {},
+    E: {"BodyPartExamined": "TSPINE", "ViewPosition": "PA"},
+}
+TRAIN = [
+    (S1, A, "rad1", "Osteophytes", BOX),
+    (S1, A, "rad2", "Osteophytes", ("10", "20", "30", "40")),  # a second box of one lesion: one finding
+    (S1, A, "rad1", "Disc space narrowing", BOX),
+    (S1, B, "rad1", "No finding", EMPTY_BOX),
+    (S1, B, "rad2", "No finding", EMPTY_BOX),
+    (S2, C, "rad3", "Spondylolysthesis", BOX),  # sic, kept verbatim for the label map
+    (S2, D, "rad1", "No finding", EMPTY_BOX),
+    (S2, D, "rad2", "Foraminal stenosis", BOX),
+]
+TEST = [
+    (S3, E, "rad3", "Vertebral collapse", BOX),
+    (S3, E, "rad3", "Surgical implant", BOX),
+    (S3, E, "rad3", "Other lesions", BOX),
+]
+
+
+def write_csv(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        writer.writerows((study, hex_id(f"series of {image}"), image, rad, lesion, *box)
+                         for study, image, rad, lesion, box in rows)
+
+
+def write_dicom(path: Path, tags: dict[str, str]) -> None:
+    """A 2x2 DX image with only the given header tags beyond what a valid file needs."""
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = DigitalXRayImageStorageForPresentation
+    dataset.SOPInstanceUID = "1.2.3." + str(int(hashlib.md5(path.name.encode()).hexdigest()[:12], 16))
+    dataset.Modality = "DX"
+    dataset.Rows = dataset.Columns = 2
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME1"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+    dataset.PixelData = bytes(8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with config.disable_value_validation():  # the release holds non-standard values such as 'L-SPINE'
+        for keyword, value in tags.items():
+            setattr(dataset, keyword, value)
+        dataset.save_as(path, enforce_file_format=True)
+
+
+def plant(folder: Path, train: list = TRAIN, test: list = TEST, nest: str = RELEASE,
+          missing: tuple[str, ...] = ()) -> Path:
+    """Write a release under folder/nest: both CSVs and a DICOM per planted image (except `missing`)."""
+    root = folder / nest
+    write_csv(root / "annotations/train.csv", train)
+    write_csv(root / "annotations/test.csv", test)
+    for split, rows in (("train", TRAIN), ("test", TEST)):
+        for image in {row[1] for row in rows} - set(missing):
+            write_dicom(root / f"{split}_images/{image}.dicom", HEADERS[image])
+    return root
+
+
+def read(folder: Path) -> tuple[list[SourceRecord], StageReport]:
+    report = StageReport("ingest")
+    return list(vindr.read_release(folder, report)), report
+
+
+def by_key(records: list[SourceRecord]) -> dict[str, SourceRecord]:
+    return {record.image_key: record for record in records}
+
+
+def test_records_match_the_planted_release(tmp_path: Path) -> None:
+    plant(tmp_path)
+    records, report = read(tmp_path)
+    assert [r.image_key for r in records] == sorted([A, B, C, D, E])
+    got = by_key(records)
+    assert got[A] == SourceRecord(
+        source="vindr", image_key=A, patient_id=S1, modality="X-ray", region="cervical", view="lateral",
+        path=f"{RELEASE}/train_images/{A}.dicom",
+        findings=(Finding("Disc space narrowing"), Finding("Osteophytes")), sex="F", age=56,
+    )
+    assert [(got[i].region, got[i].view, got[i].sex, got[i].age) for i in (B, C, D, E)] == [
+        ("lumbar", "AP", "M", 41), ("lumbar", "lateral", None, None), ("unknown", "unknown", None, None),
+        ("thoracic", "PA", None, None),
+    ]
+    assert got[B].findings == (Finding("No finding"),)
+    assert got[C].findings == (Finding("Spondylolysthesis"),)
+    assert got[D].findings == (Finding("Foraminal stenosis"), Finding("No finding"))
+    assert got[E].path == f"{RELEASE}/test_images/{E}.dicom" and got[E].patient_id == S3
+    assert [f.label for f in got[E].findings] == ["Other lesions", "Surgical implant", "Vertebral collapse"]
+    assert all(f.level is None and f.severity is None for r in records for f in r.findings)
+    assert not report.rejected
+    [warning] = report.warnings  # 'No finding' from rad1 next to rad2's lesion on D
+    assert warning.path == f"{RELEASE}/annotations/train.csv"
+    assert D in warning.reason and "rad1" in warning.reason and "rad2" in warning.reason
+
+
+def test_bad_boxes_reject_the_row_not_the_image(tmp_path: Path) -> None:
+    bad = [
+        (S1, A, "rad3", "Vertebral collapse", ("50", "20", "50", "40")),  # xmax == xmin
+        (S1, A, "rad3", "Vertebral collapse", ("10", "40", "30", "20")),  # ymax < ymin
+        (S1, A, "rad3", "Vertebral collapse", ("10", "20", "abc", "40")),
+        (S1, A, "rad3", "Vertebral collapse", EMPTY_BOX),  # a lesion needs a box
+        (S1, A, "rad3", "Vertebral collapse", ("nan", "20", "30", "40")),
+        (S1, C, "rad3", "Osteophytes", ("30", "20", "10", "40")),
+    ]
+    plant(tmp_path, train=TRAIN + bad)
+    records, report = read(tmp_path)
+    assert by_key(records)[A].findings == (Finding("Disc space narrowing"), Finding("Osteophytes"))
+    assert by_key(records)[C].findings == (Finding("Spondylolysthesis"),)
+    assert [issue.row for issue in report.rejected] == [10, 11, 12, 13, 14, 15]
+    assert [issue.reason.split(" box")[0] for issue in report.rejected] == [
+        "degenerate", "degenerate", "non-numeric", "non-numeric", "non-finite", "degenerate"]
+
+
+def test_unknown_lesion_type_is_kept_with_a_warning(tmp_path: Path) -> None:
+    plant(tmp_path, train=TRAIN + [(S2, C, "rad1", "Scoliosis", BOX)])
+    records, report = read(tmp_path)
+    assert by_key(records)[C].findings == (Finding("Scoliosis"), Finding("Spondylolysthesis"))
+    assert [(w.row, w.reason) for w in report.warnings if "Scoliosis" in w.reason] == [
+        (10, "unknown lesion_type 'Scoliosis', kept as written")]
+
+
+def test_missing_image_is_rejected_once_with_its_path(tmp_path: Path) -> None:
+    plant(tmp_path, missing=(A,))
+    records, report = read(tmp_path)
+    assert A not in by_key(records) and len(records) == 4
+    [issue] = report.rejected
+    assert issue.path == f"{RELEASE}/train_images/{A}.dicom"
+    assert issue.reason == "missing file, referenced by annotations/train.csv line(s) 2, 3, 4"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_damaged_header_still_yields_the_record(tmp_path: Path, damage: str) -> None:
+    root = plant(tmp_path)
+    path = root / f"train_images/{A}.dicom"
+    # garbage fails to parse; a file cut after its meta group parses, without the tags: imaging rejects both
+    path.write_bytes(b"this is not DICOM" * 20 if damage == "garbage" else path.read_bytes()[:300])
+    records, report = read(tmp_path)
+    record = by_key(records)[A]
+    assert (record.region, record.view, record.sex, record.age) == ("unknown", "unknown", None, None)
+    assert record.findings == (Finding("Disc space narrowing"), Finding("Osteophytes"))
+    assert not report.rejected
+    unreadable = [w.path for w in report.warnings if "unreadable DICOM header" in w.reason]
+    assert unreadable == ([f"{RELEASE}/train_images/{A}.dicom"] if damage == "garbage" else [])
+
+
+@pytest.mark.parametrize("column, value", [
+    ("study_id", S1.upper()), ("study_id", S1[:31]), ("image_id", f"{A}.dicom"), ("image_id", "12345")])
+def test_ids_that_are_not_lowercase_hex_are_rejected(tmp_path: Path, column: str, value: str) -> None:
+    row = dict(zip(("study", "image"), (S1, A)), **{column.split("_")[0]: value})
+    plant(tmp_path, train=TRAIN + [(row["study"], row["image"], "rad1", "Osteophytes", BOX)])
+    records, report = read(tmp_path)
+    assert len(records) == 5
+    assert [(i.row, i.reason) for i in report.rejected] == [
+        (10, f"{column} {value!r} is not a 32-char lowercase hex id")]
+
+
+def test_image_listed_in_both_splits_keeps_its_first_listing(tmp_path: Path) -> None:
+    plant(tmp_path, test=TEST + [(S1, A, "rad1", "Vertebral collapse", BOX)])
+    records, report = read(tmp_path)
+    assert by_key(records)[A].path.endswith(f"train_images/{A}.dicom")
+    assert Finding("Vertebral collapse") not in by_key(records)[A].findings
+    assert [(i.path, i.row) for i in report.rejected] == [(f"{RELEASE}/annotations/test.csv", 5)]
+
+
+def test_root_nested_twice(tmp_path: Path) -> None:
+    plant(tmp_path, nest=f"physionet.org/files/{RELEASE}")
+    records, report = read(tmp_path)
+    assert len(records) == 5 and not report.rejected
+    assert by_key(records)[E].path == f"physionet.org/files/{RELEASE}/test_images/{E}.dicom"
+
+
+def test_absent_release_yields_nothing_and_warns(tmp_path: Path) -> None:
+    records, report = read(tmp_path / "vindr")
+    assert records == [] and not report.rejected
+    assert ["source not found" in w.reason for w in report.warnings] == [True]
+
+
+@pytest.mark.parametrize("tags, expected", [
+    ({"BodyPartExamined": "C-SPINE", "ViewPosition": "AP"}, ("cervical", "AP", None, None)),
+    ({"BodyPartExamined": "NECK", "ViewPosition": "RL"}, ("cervical", "lateral", None, None)),
+    ({"BodyPartExamined": "LSPINE", "ViewPosition": "PA", "PatientAge": "070Y"}, ("lumbar", "PA", None, 70)),
+    ({"BodyPartExamined": "CHEST", "ViewPosition": "LLO", "PatientSex": "m"},
+     ("unknown", "unknown", "M", None)),
+    ({"PatientAge": "056"}, ("unknown", "unknown", None, None)),
+])
+def test_header_whitelist(tmp_path: Path, tags: dict[str, str], expected: tuple) -> None:
+    write_dicom(tmp_path / "x.dicom", {"PatientName": "Doe^Jane", "PatientID": "secret", **tags})
+    report = StageReport("ingest")
+    assert tuple(vindr.read_header(tmp_path / "x.dicom", "x.dicom", report)) == expected
+    assert not report.warnings
