@@ -13,6 +13,9 @@ COMMAND_MODULES = (
     "build.standardize",
     "build.ingest",
     "build.items",
+    "build.export",
+    "build.run",
+    "build.push",
 )
 
 

@@ -180,11 +180,10 @@ class _mapper:
 def standardize_job(job: Job, max_side: int, window: tuple[float, float]) -> StandardImage | str:
     """Worker body: the standard image, or the reason the file cannot be used."""
     try:
-        return standardize_file(job.path, frame=job.frame, max_side=max_side, percentile_window=window)
+        image = standardize_file(job.path, frame=job.frame, max_side=max_side, percentile_window=window)
     except ImageError as error:
         return str(error)
-    except OSError as error:
-        return f"cannot read file: {error.strerror or error}"
+    return image if image.contrast > 0 else "blank image: a single grey level"
 
 
 def write_shard(folder: Path, index: int, key: str, results: list[tuple[Job, StandardImage | str]]) -> dict:

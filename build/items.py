@@ -26,11 +26,11 @@ from build import artifacts, config, decisions, distractors, subset
 from build.embedders import EmbeddingCache, embed_with_cache, make_embedder
 from build.options import arrange, seeded_rng
 from build.report import StageReport
-from spinebench import DISEASES, HEALTHY, LEVELS, TASKS
+from spinebench import DISEASES, HEALTHY, LEVELS, QA, TASKS
 
 COMMAND = "items"
 HELP = "generate questions, options and gold answers, apply review decisions, choose the mini subset"
-QA = "qa.parquet"
+ITEMS_SETTINGS = "items_settings.json"  # what the card reports: embedder and distractor settings
 DECISIONS = "review/decisions.jsonl"  # default decisions file inside the work folder
 
 
@@ -63,7 +63,7 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     report = StageReport("items")
     images = pq.read_table(work / artifacts.RECORDS).to_pylist()
     seed, settings = profile["seed"], profile["items"]
-    vectors = embed_images(work, images, embedder, batch_size, device)
+    vectors, embedder_name = embed_images(work, images, embedder, batch_size, device)
     diseases = [image["disease"] for image in images]
     library = distractors.pick_library(diseases, settings["library_per_disease"], seed)
     scores = distractors.disease_similarity(vectors, library, settings["similarity"])
@@ -84,13 +84,16 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     choose_mini(items, profile, report)
     count(items, context, report)
     artifacts.write_parquet(work / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
+    artifacts.write_json(work / ITEMS_SETTINGS, {"profile": profile["name"], "embedder": embedder_name,
+                                                 "rsna_grades": profile["labels"]["rsna_grades"], **settings})
     report.finish()
     report.write(work / "items_report.json")
     return report
 
 
-def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, device: str) -> np.ndarray:
-    """One L2-normalised vector per image, in `images` order; cached by pixel hash across runs."""
+def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, device: str
+                 ) -> tuple[np.ndarray, str]:
+    """One L2-normalised vector per image, in `images` order (cached by pixel hash), and the embedder's name."""
     embedder = make_embedder(spec, batch_size=batch_size, device=device)
     cache = EmbeddingCache(work / "embeddings" / f"{_safe(embedder.name)}.parquet", embedder.name)
     wanted = {image["sha256"] for image in images}
@@ -104,7 +107,7 @@ def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, dev
 
     vectors = embed_with_cache(embedder, cache, pixels(), batch_size)
     cache.save()
-    return np.stack([vectors[image["sha256"]] for image in images]).astype(np.float32)
+    return np.stack([vectors[image["sha256"]] for image in images]).astype(np.float32), embedder.name
 
 
 def _safe(name: str) -> str:
@@ -127,10 +130,12 @@ def assign_questions(count_: int, task: str, seed: int) -> list[dict[str, str]]:
 
 def base_item(image: dict, index: int, task: str, question: dict[str, str]) -> dict[str, Any]:
     keep = ("image_id", "disease", "levels", "source", "modality", "region", "view", "patient_id", "severity",
-            "sha256", "shard", "present", "clarity", "contrast")
+            "shard", "present", "clarity", "contrast")
     suffix = "sdd" if task == "diagnosis" else "sll"
     return {"id": f"{image['image_id']}-{suffix}", "task": task, "question": question["text"],
-            "question_id": question["id"], "_index": index, **{k: image[k] for k in keep}}
+            "question_id": question["id"], "image_sha256": image["sha256"],
+            "image_path": f"{image['source']}/{image['path']}", "image_frame": image["frame"], "_index": index,
+            **{k: image[k] for k in keep}}
 
 
 def diagnosis_items(images: list[dict], scores: np.ndarray, context: distractors.Context,
@@ -224,8 +229,10 @@ QA_SCHEMA = pa.schema(
         ("patient_id", pa.string()),
         ("severity", pa.string()),
         ("question_id", pa.string()),
+        ("image_sha256", pa.string()),
+        ("image_path", pa.string()),
+        ("image_frame", pa.int32()),
         # provenance, not part of the public schema
-        ("sha256", pa.string()),
         ("shard", pa.int32()),
         ("present", pa.list_(pa.string())),
         ("scores", pa.string()),  # JSON: similarity of the image to each offered disease's library

@@ -1,0 +1,43 @@
+"""Run every stage: ingest -> items -> export, with work artifacts in OUT/work and the Hub folder in
+OUT/spinebench. Each stage resumes from what is already finished.
+
+    python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from build import config, export, hubcheck, ingest, items
+
+COMMAND = "run"
+HELP = "all stages from raw releases to the checked Hub folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw", type=Path, required=True, help="folder holding buu/ csxa/ rsna/ vindr/")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (work/ and spinebench/ inside)")
+    parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
+    parser.add_argument("--embedder", default="fallback", help="'fallback' or a SigLIP2 Hub id / local path")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")
+    parser.add_argument("--public", action="store_true", help="pointer sources without pixels")
+
+
+def main(args: argparse.Namespace) -> int:
+    work = args.out / "work"
+    profile = config.profile(args.profile)
+    report = ingest.ingest(args.raw, work, profile, args.workers)
+    print(report.summary(f"{sum(report.counts.get('images', {}).values())} images"))
+    review = args.review or work / items.DECISIONS
+    report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
+                              review if review.exists() else None)
+    print(report.summary(f"{sum(report.counts['items'].values())} items"))
+    folder = export.export(work, args.out, args.public)
+    result = hubcheck.check(folder)
+    print(result.summary())
+    return 0 if result.ok else 1
