@@ -1,0 +1,141 @@
+"""The exported Hub folder, loaded exactly as users load it (offline), and the builder behind it."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard
+from PIL import Image
+
+from build import config, export, hubcheck, push
+from spinebench import CONFIG_NAMES, FEATURES, LETTERS, SpineBench
+
+
+@pytest.fixture(scope="module")
+def loaded(built):
+    return {name: datasets.load_dataset(str(built.hub), name, split="test") for name in CONFIG_NAMES}
+
+
+def test_every_configuration_loads_with_the_declared_features(loaded):
+    for name, dataset in loaded.items():
+        assert dataset.features == FEATURES, name
+        assert len(dataset) > 0
+
+
+def test_images_decode_to_rgb(loaded):
+    for row in loaded["mini"].select(range(10)):
+        assert isinstance(row["image"], Image.Image) and row["image"].mode == "RGB"
+
+
+def test_full_is_diagnosis_plus_localization_and_mini_is_within_full(loaded, built):
+    ids = {name: list(dataset["id"]) for name, dataset in loaded.items()}
+    assert sorted(ids["full"]) == sorted(ids["diagnosis"] + ids["localization"])
+    assert set(ids["mini"]) <= set(ids["full"])
+    for name in CONFIG_NAMES:
+        assert len(set(ids[name])) == len(ids[name]), name
+    reported = json.loads((built.work / "items_report.json").read_text())["counts"]["mini"]
+    tasks = list(loaded["mini"]["task"])
+    assert {task: tasks.count(task) for task in set(tasks)} == reported
+
+
+def test_gold_letters_lie_inside_the_options(loaded):
+    for row in loaded["full"].remove_columns("image"):
+        assert set(row["answer"]) <= set(LETTERS[: len(row["options"])])
+        assert [row["options"][LETTERS.index(a)] for a in row["answer"]] == row["answer_text"]
+
+
+def test_streaming_gives_the_same_rows(built, loaded):
+    streamed = datasets.load_dataset(str(built.hub), "localization", split="test", streaming=True)
+    assert streamed.features == FEATURES
+    first = next(iter(streamed))
+    assert first["id"] == loaded["localization"][0]["id"] and first["image"].mode == "RGB"
+
+
+def test_card_yaml_parses_with_the_library_readers(built):
+    data = DatasetCard.load(built.hub / "README.md").data
+    configs = MetadataConfigs.from_dataset_card_data(data)
+    infos = DatasetInfosDict.from_dataset_card_data(data)
+    assert sorted(configs) == sorted(infos) == sorted(CONFIG_NAMES)
+    assert configs["mini"]["default"] is True
+    assert configs["full"]["data_files"][0]["path"] == ["data/diagnosis/test-*.parquet",
+                                                        "data/localization/test-*.parquet"]
+    assert data.license == "other" and data.license_name and (built.hub / data.license_link).exists()
+    assert not list(built.hub.glob("*.py"))
+    text = (built.hub / "README.md").read_text()
+    assert "{{" not in text and "Silversorrow/SpineBench" in text and "2510.03160" in text
+
+
+def test_full_stores_no_file_of_its_own(built):
+    assert sorted(p.name for p in (built.hub / "data").iterdir()) == ["diagnosis", "localization", "mini"]
+
+
+def test_builder_by_direct_instantiation_yields_the_parquet_rows(built, tmp_path):
+    builder = SpineBench(config_name="localization", data_dir=str(built.work), cache_dir=str(tmp_path / "c"))
+    builder.download_and_prepare(output_dir=str(tmp_path / "out"), file_format="parquet")
+    ours = pq.read_table(next((tmp_path / "out").glob("*.parquet"))).to_pylist()
+    published = pq.read_table(next((built.hub / "data" / "localization").glob("*.parquet"))).to_pylist()
+    assert [r["id"] for r in ours] == [r["id"] for r in published]
+    assert [r["image"]["bytes"] for r in ours] == [r["image"]["bytes"] for r in published]
+
+
+def test_hub_check_reports_viewer_figures(built):
+    result = hubcheck.check(built.hub)
+    assert result.ok, result.summary()
+    assert 0 < result.figures["largest_row_group_mb"] < hubcheck.ROW_GROUP_LIMIT_MB
+    assert 0 < result.figures["largest_image_kb"] < hubcheck.IMAGE_LIMIT_KB
+
+
+@pytest.fixture(scope="module")
+def public(built, tmp_path_factory):
+    return export.export(built.work, tmp_path_factory.mktemp("public"), public=True)
+
+
+def test_public_export_holds_no_pixels_of_pointer_sources(public):
+    pointer = {name for name, s in config.load("sources").items() if s["redistribution"] == "pointer"}
+    assert pointer == {"rsna", "vindr"}
+    for path in public.glob("data/*/*.parquet"):
+        for row in pq.read_table(path, columns=["source", "image", "image_path"]).to_pylist():
+            assert (row["image"] is None) == (row["source"] in pointer), row["image_path"]
+    assert hubcheck.check(public).ok
+
+
+def test_builder_rehydrates_pointer_rows_to_the_same_bytes(built, public, tmp_path):
+    builder = SpineBench(config_name="full", data_dir=str(built.raw), published=str(public),
+                         cache_dir=str(tmp_path / "c"))
+    builder.download_and_prepare(output_dir=str(tmp_path / "out"), file_format="parquet")
+    rehydrated = {r["id"]: r["image"]["bytes"] for p in (tmp_path / "out").glob("*.parquet")
+                  for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
+    embedded = {r["id"]: r["image"]["bytes"] for p in built.hub.glob("data/[dl]*/*.parquet")
+                for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
+    assert rehydrated == embedded
+
+
+def test_push_dry_run_lists_the_folder_and_sends_nothing(built, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda *a, **k: pytest.fail("network"))
+    parser = push.argparse.ArgumentParser()
+    push.add_arguments(parser)
+    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/spinebench"]))
+    out = capsys.readouterr().out
+    assert code == 0 and "dry run" in out
+    listed = {line.split()[-1] for line in out.splitlines() if " MB  " in line}
+    assert listed == {name for name, _ in push.plan(built.hub)}
+    assert {"README.md", "LICENSE.md", "spinebench_build.json"} <= listed
+    assert all(not name.endswith(".py") for name in listed)
+
+
+def test_push_refuses_a_folder_that_fails_the_checks(built, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(built.hub, tmp_path / "spinebench")
+    (tmp_path / "spinebench" / "spinebench.py").write_text("# would break load_dataset\n")
+    parser = push.argparse.ArgumentParser()
+    push.add_arguments(parser)
+    assert push.main(parser.parse_args(["--out", str(tmp_path), "--repo", "org/x"])) == 1
+    assert "refused" in capsys.readouterr().out
