@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 OUT ?= out/demo
 SCALE ?= 1
 
+BROWSER := /usr/bin/chromedriver  # Debian's chromium + driver for the review page's browser tests
+
 .PHONY: venv demo test clean
 
 venv: $(VENV)/.installed
@@ -17,9 +19,12 @@ $(VENV)/.installed: requirements.txt
 
 demo: venv
 	$(PY) -m build replicas --out $(OUT)/raw --scale $(SCALE)
-	$(PY) -m build ingest --raw $(OUT)/raw --work $(OUT)/work
+	$(PY) -m build run --raw $(OUT)/raw --out $(OUT)
 
-test: venv
+$(BROWSER):
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver
+
+test: venv $(BROWSER)
 	$(PY) -m pytest -q
 
 clean:

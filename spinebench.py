@@ -146,7 +146,7 @@ def _work_rows(config: SpineBenchConfig, work: Path):
     items = pq.read_table(work / QA).to_pylist()
     shard, pixels = None, {}
     for item in items:
-        if item["task"] not in config.tasks or (config.mini and not item["mini"]):
+        if item["task"] not in config.tasks or item["review"] == "reject" or (config.mini and not item["mini"]):
             continue
         if item["source"] in pointer:
             yield {**item, "image": None}

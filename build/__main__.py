@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "build.export",
     "build.run",
     "build.push",
+    "build.review",
 )
 
 

@@ -95,6 +95,7 @@ def settings(qa: list[dict], build_info: dict[str, Any]) -> str:
         ["prefer same modality and region", items["modality_aware"]],
         ["SDD items with an option that modality alone rules out", f"{ruled} of {len(sdd)}"],
         ["SDD items offering a disease the image also shows", f"{present} of {len(sdd)}"],
-        ["review state", ", ".join(f"{k}: {v}" for k, v in sorted(review.items()))],
+        ["review state", ", ".join(f"{k}: {v}" for k, v in sorted(review.items()))
+         + f"; rejected and left out: {build_info['rejected_by_review']}"],
     ]
     return table(["setting", "value"], rows)

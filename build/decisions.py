@@ -8,7 +8,8 @@ overrides an earlier one), for example:
     {"id": "rsna-1-2-3-sll", "decision": "correct", "fields": {"levels": ["L4/L5"]}, "reviewer": "ana",
      "time": "2026-11-28T10:01:00Z", "note": ""}
 
-decision: `accept` (verified as is), `reject` (the item leaves every configuration), `correct` (apply
+decision: `accept` (verified as is), `reject` (the item leaves every configuration; it stays in the
+work folder's qa.parquet marked rejected, so a reviewer can still see and reverse it), `correct` (apply
 `fields`, then it counts as accepted), `flag` (needs a second look; no effect on the build).
 fields a correction may set: `question` (text), `disease` (diagnosis: must be one of the item's options),
 `levels` (localization: non-empty subset of L1/L2..L5/S1). Gold letters are recomputed from them.
@@ -94,15 +95,12 @@ def _check(decision: Decision, items: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 def apply(items: Iterable[dict[str, Any]], decisions: Mapping[str, Decision]) -> list[dict[str, Any]]:
-    """Items with rejections removed and corrections applied; each carries its review state."""
+    """Items with corrections applied; each carries its review state (`reject` ones are left out later)."""
     out = []
     for item in items:
         decision = decisions.get(item["id"])
         item = dict(item, review=decision.decision if decision else None)
-        if decision is None or decision.decision in ("accept", "flag"):
-            out.append(item)
-        elif decision.decision == "correct":
-            out.append(_correct(item, decision.fields))
+        out.append(_correct(item, decision.fields) if item["review"] == "correct" else item)
     return out
 
 

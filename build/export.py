@@ -60,7 +60,8 @@ def export(work: Path, out: Path, public: bool = False) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".spinebench.", dir=out))
     try:
         infos = write_configs(work, staging, public)
-        qa = pq.read_table(work / QA).to_pylist()
+        everything = pq.read_table(work / QA).to_pylist()
+        qa = [item for item in everything if item["review"] != "reject"]
         build_info = {
             "profile": profile["name"],
             "seed": profile["seed"],
@@ -70,6 +71,7 @@ def export(work: Path, out: Path, public: bool = False) -> Path:
                                       if public and s["redistribution"] == "pointer"),
             "counts": {name: info.splits[SPLIT].num_examples for name, info in infos.items()},
             "items": artifacts.read_json(work / ITEMS_SETTINGS),
+            "rejected_by_review": len(everything) - len(qa),
         }
         artifacts.write_json(staging / BUILD_INFO, build_info)
         figure_paths = figures.make_all(qa, work, staging / "figures")

@@ -81,8 +81,11 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
         report.count("review", "decisions", len(found))
         for decision in found.values():
             report.count("review", decision.decision)
-    choose_mini(items, profile, report)
-    count(items, context, report)
+    for item in items:
+        item.setdefault("review", None)
+    active = [item for item in items if item["review"] != "reject"]
+    choose_mini(items, active, profile, report)
+    count(active, context, report)
     artifacts.write_parquet(work / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
     artifacts.write_json(work / ITEMS_SETTINGS, {"profile": profile["name"], "embedder": embedder_name,
                                                  "rsna_grades": profile["labels"]["rsna_grades"], **settings})
@@ -175,10 +178,13 @@ def localization_items(images: list[dict], seed: int) -> list[dict[str, Any]]:
     return items
 
 
-def choose_mini(items: list[dict[str, Any]], profile: dict[str, Any], report: StageReport) -> None:
-    """Mark the mini subset in place; report each task's quota, what it got and per-disease shares."""
+def choose_mini(items: list[dict[str, Any]], active: list[dict[str, Any]], profile: dict[str, Any],
+                report: StageReport) -> None:
+    """Mark the mini subset in place, from the items not rejected; report quotas, results, shares."""
+    for item in items:
+        item["mini"] = False
     for task in TASKS:
-        pool = [item for item in items if item["task"] == task]
+        pool = [item for item in active if item["task"] == task]
         quota = profile["mini"][task]
         chosen, share = subset.select([i["id"] for i in pool], [i["disease"] for i in pool],
                                       [i["patient_id"] for i in pool], [i["quality"] for i in pool],
@@ -240,6 +246,6 @@ QA_SCHEMA = pa.schema(
         ("contrast", pa.float64()),
         ("quality", pa.float64()),
         ("mini", pa.bool_()),
-        ("review", pa.string()),  # latest review decision, or null
+        ("review", pa.string()),  # latest review decision, or null; `reject` rows are in no configuration
     ]
 )

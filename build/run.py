@@ -40,4 +40,18 @@ def main(args: argparse.Namespace) -> int:
     folder = export.export(work, args.out, args.public)
     result = hubcheck.check(folder)
     print(result.summary())
+    if result.ok:
+        preview(folder)
     return 0 if result.ok else 1
+
+
+def preview(folder: Path, rows: int = 3) -> None:
+    """Show the user how to load what was just built, with a few rows of it."""
+    import datasets
+
+    mini = datasets.load_dataset(str(folder), "mini", split="test", streaming=True).remove_columns("image")
+    print(f"\nLoad it:  datasets.load_dataset({str(folder)!r}, 'mini', split='test')")
+    for row in mini.take(rows):
+        options = "  ".join(f"{letter}: {text}" for letter, text in zip("ABCDE", row["options"]))
+        print(f"- [{row['id']}] {row['question']}\n    {options}\n    gold {row['answer']} ({row['source']}, "
+              f"{row['modality']}, {row['view']})")

@@ -29,12 +29,12 @@ def decision(item, kind, **extra):
     return {"id": item, "decision": kind, "reviewer": "ana", "time": "2026-11-28T10:00:00Z", **extra}
 
 
-def test_reject_removes_and_correct_recomputes_gold_letters(tmp_path):
+def test_reject_marks_and_correct_recomputes_gold_letters(tmp_path):
     path = write(tmp_path, decision("c-sdd", "reject"),
                  decision("a-sdd", "correct", fields={"disease": "Vertebral collapse"}),
                  decision("b-sll", "correct", fields={"levels": ["L5/S1", "L1/L2"]}))
     out = {item["id"]: item for item in apply(ITEMS.values(), load(path, ITEMS))}
-    assert set(out) == {"a-sdd", "b-sll"}
+    assert set(out) == set(ITEMS) and out["c-sdd"]["review"] == "reject"
     assert out["a-sdd"]["answer"] == ["C"] and out["a-sdd"]["answer_text"] == ["Vertebral collapse"]
     assert out["b-sll"]["answer"] == ["B", "C"] and out["b-sll"]["levels"] == ["L1/L2", "L5/S1"]
     assert out["a-sdd"]["review"] == "correct"

@@ -139,3 +139,25 @@ def test_push_refuses_a_folder_that_fails_the_checks(built, tmp_path, capsys):
     push.add_arguments(parser)
     assert push.main(parser.parse_args(["--out", str(tmp_path), "--repo", "org/x"])) == 1
     assert "refused" in capsys.readouterr().out
+
+
+def test_a_rejected_item_leaves_every_configuration(built, tmp_path):
+    import shutil
+
+    from build import items
+
+    work = tmp_path / "work"
+    shutil.copytree(built.work, work)
+    qa = pq.read_table(work / items.QA).to_pylist()
+    victim = next(i for i in qa if i["task"] == "localization" and i["mini"])
+    decisions = work / items.DECISIONS
+    decisions.parent.mkdir(parents=True)
+    decisions.write_text(json.dumps({"id": victim["id"], "decision": "reject", "reviewer": "ana",
+                                     "time": "2026-11-28T10:00:00Z"}) + "\n")
+    items.make_items(work, config.profile("paper"), "fallback", 32, "cpu", decisions)
+    hub = export.export(work, tmp_path / "out")
+    for name in CONFIG_NAMES:
+        rows = datasets.load_dataset(str(hub), name, split="test", streaming=True).remove_columns("image")
+        ids = {row["id"] for row in rows}
+        assert victim["id"] not in ids, name
+    assert "rejected and left out: 1" in (hub / "README.md").read_text()

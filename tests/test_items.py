@@ -103,7 +103,8 @@ def test_review_decisions_remove_and_correct_items(built, qa, tmp_path):
     decisions.write_text("".join(json.dumps(line) + "\n" for line in lines))
     report = items.make_items(work, config.profile("paper"), "fallback", 32, "cpu", decisions)
     after = {item["id"]: item for item in load(work)}
-    assert sdd[0]["id"] not in after and len(after) == len(qa) - 1
+    assert after[sdd[0]["id"]]["review"] == "reject" and not after[sdd[0]["id"]]["mini"]
+    assert len(after) == len(qa) and report.counts["items"]["diagnosis"] == len(sdd) - 1
     assert after[sdd[1]["id"]]["disease"] == other and after[sdd[1]["id"]]["answer_text"] == [other]
     assert after[sll[0]["id"]]["levels"] == ["L5/S1"] and len(after[sll[0]["id"]]["answer"]) == 1
     assert report.counts["review"]["reject"] == 1 and report.counts["review"]["correct"] == 2

@@ -1,0 +1,1 @@
+"""SpineBench evaluation: the lighteval tasks, answer extraction, prompts and baseline models."""
