@@ -33,6 +33,7 @@ COMMAND = "export"
 HELP = "materialise the four configurations into a Hub folder (Parquet, card, figures) and check it"
 STORED = ("diagnosis", "localization", "mini")  # configurations with files of their own
 MAX_SHARD = "400MB"
+STAGING_PREFIX = ".spinebench."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,9 @@ def export(work: Path, out: Path, public: bool = False) -> Path:
     profile = config.profile(artifacts.read_json(work / artifacts.PROFILE)["profile"])
     target = hub_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".spinebench.", dir=out))
+    for leftover in out.glob(f"{STAGING_PREFIX}*"):  # from a killed export: never half of a folder
+        shutil.rmtree(leftover)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         infos = write_configs(work, staging, public)
         everything = pq.read_table(work / QA).to_pylist()

@@ -10,7 +10,11 @@ skipped with a warning. WORK receives:
   ingest_report.json            counts per source and disease, every rejected or dropped file with its reason
 
 Pixels stream through a worker pool shard by shard, so memory does not grow with the number of images; a
-rerun skips every shard that is already finished for the same inputs and settings.
+rerun skips every shard that is already finished for the same inputs and settings, so a killed ingest
+resumes where it stopped.
+
+Exit code: 0 when every input was used, 3 when the stage finished but some input was rejected (listed in
+the report), 1 or 2 for a failure or a usage error.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from spinebench import SOURCES
 
 COMMAND = "ingest"
 HELP = "read the raw releases into labelled records and standardized image shards"
+EXIT_REJECTED = 3  # finished, but some input was rejected
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -58,12 +63,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="sources to read")
+    add_shard_rows(parser)
+
+
+def add_shard_rows(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard-rows", type=int, help="images per image shard (default: the profile's)")
+
+
+def profile_with(name: str, shard_rows: int | None) -> dict[str, Any]:
+    """The named profile, with the shard size overridden when asked (it changes no output pixel)."""
+    profile = config.profile(name)
+    if shard_rows:
+        profile["imaging"] = {**profile["imaging"], "shard_rows": shard_rows}
+    return profile
 
 
 def main(args: argparse.Namespace) -> int:
-    report = ingest(args.raw, args.work, config.profile(args.profile), args.workers, args.sources)
+    report = ingest(args.raw, args.work, profile_with(args.profile, args.shard_rows), args.workers, args.sources)
     print(report.summary(f"{sum(report.counts.get('images', {}).values())} images in {args.work}"))
-    return 0
+    return exit_code(report)
+
+
+def exit_code(report: StageReport) -> int:
+    return EXIT_REJECTED if report.rejected else 0
 
 
 @dataclass(frozen=True)
@@ -217,10 +239,13 @@ def write_shard(folder: Path, index: int, key: str, results: list[tuple[Job, Sta
 
 
 def remove_stale_shards(folder: Path, count: int) -> None:
-    """Shards past the current count belong to an earlier, larger input: they must not be read as ours."""
+    """Shards past the current count belong to an earlier, larger input, and temporary files to a killed run:
+    neither may be read as ours."""
     for path in folder.glob("images-*.*"):
         if int(path.stem.split("-")[1]) >= count:
             path.unlink()
+    for path in folder.glob(".images-*.tmp"):
+        path.unlink()
 
 
 FINDING = pa.struct([("label", pa.string()), ("level", pa.string()), ("severity", pa.string())])

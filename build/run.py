@@ -1,5 +1,7 @@
 """Run every stage: ingest -> items -> export, with work artifacts in OUT/work and the Hub folder in
-OUT/spinebench. Each stage resumes from what is already finished.
+OUT/spinebench. Each stage resumes from what is already finished. Ends by writing OUT/SHA256SUMS (one line
+per output file, `sha256sum -c` format): two builds from the same inputs and seed have the same file.
+Exit code as `ingest`: 0, or 3 when some input was rejected (see OUT/work/ingest_report.json).
 
     python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public]
 """
@@ -10,7 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
-from build import config, export, hubcheck, ingest, items
+from build import export, hubcheck, ingest, items
+from build.checksums import write_checksums
 
 COMMAND = "run"
 HELP = "all stages from raw releases to the checked Hub folder"
@@ -26,13 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")
     parser.add_argument("--public", action="store_true", help="pointer sources without pixels")
+    ingest.add_shard_rows(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     work = args.out / "work"
-    profile = config.profile(args.profile)
-    report = ingest.ingest(args.raw, work, profile, args.workers)
-    print(report.summary(f"{sum(report.counts.get('images', {}).values())} images"))
+    profile = ingest.profile_with(args.profile, args.shard_rows)
+    ingested = ingest.ingest(args.raw, work, profile, args.workers)
+    print(ingested.summary(f"{sum(ingested.counts.get('images', {}).values())} images"))
     review = args.review or work / items.DECISIONS
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
                               review if review.exists() else None)
@@ -40,9 +44,11 @@ def main(args: argparse.Namespace) -> int:
     folder = export.export(work, args.out, args.public)
     result = hubcheck.check(folder)
     print(result.summary())
-    if result.ok:
-        preview(folder)
-    return 0 if result.ok else 1
+    if not result.ok:
+        return 1
+    print(f"checksums of every output file: {write_checksums(args.out)}")
+    preview(folder)
+    return ingest.exit_code(ingested)
 
 
 def preview(folder: Path, rows: int = 3) -> None:
