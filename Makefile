@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 SCALE ?= 1
+export HF_HUB_OFFLINE = 1          # nothing is downloaded at run time
+export HF_DATASETS_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
 
 BROWSER := /usr/bin/chromedriver  # Debian's chromium + driver for the review page's browser tests
 
@@ -21,6 +24,10 @@ $(VENV)/.installed: requirements.txt
 demo: venv
 	$(PY) -m build replicas --out $(OUT)/raw --scale $(SCALE)
 	$(PY) -m build run --raw $(OUT)/raw --out $(OUT) || [ $$? -eq 3 ]   # 3: the replicas plant bad files on purpose
+	SPINEBENCH_REPO=$(abspath $(OUT)/spinebench) $(VENV)/bin/lighteval custom random evaluation/baselines.py \
+	  "spinebench:mini|0,spinebench:mini_circular|0" --custom-tasks evaluation/spinebench_tasks.py \
+	  --output-dir $(OUT)/eval --save-details > $(OUT)/eval.log 2>&1 || (tail -30 $(OUT)/eval.log; false)
+	$(PY) -m evaluation report $(OUT)/eval --out $(OUT)/report
 
 $(BROWSER):
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver
