@@ -13,6 +13,13 @@ lossless PNG. Every source goes through `standardize_file`, so one set of rules 
 
 The format is read from the content, never the file name. Every reason a file cannot be used becomes an
 `ImageError` whose message is meant for the stage report. Only `DICOM_WHITELIST` fields leave a DICOM.
+
+Hostile files are refused before they can cost much: a frame may hold at most MAX_PIXELS pixels (checked
+from the header, before anything is decoded or allocated); uncompressed pixel data must be exactly as
+long as Rows x Columns x samples x bits x frames say (a short one is a truncated file, a long one means
+the dimensions do not describe the data); a decoder that fails in any way, even with a Rust panic from
+a plugin, fails only that file. Any other unexpected error while reading a file also becomes an
+ImageError naming its type, so one file can never stop a build.
 """
 
 from __future__ import annotations
@@ -67,6 +74,12 @@ DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 LUMA_FIXED = np.array([19595, 38470, 7471], np.int64)
 PNG_COMPRESS_LEVEL = 6  # fixed so the bytes are reproducible for a given zlib
 RESIZE_REDUCING_GAP = 3.0  # box-reduce first, then LANCZOS: ~3x faster, visually equal (Pillow's docs)
+# Largest frame accepted, in pixels: Pillow's default MAX_IMAGE_PIXELS (~9459 x 9459), where Pillow starts
+# warning about decompression bombs. Real radiographs are below 30 M pixels; a frame this size already
+# takes ~0.7 GB as float64 while windowing.
+MAX_PIXELS = 89_478_485
+# The Pixel Data tag (7FE0,0010) as it is written in little- and big-endian files.
+PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 
 Header = dict[str, str | int | float]
 
@@ -108,11 +121,23 @@ def standardize_file(
     if max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
     path = Path(path)
-    if _is_dicom(path):
-        pixels, header = _read_dicom(path, frame, percentile_window)
-    else:
-        pixels, header = _read_picture(path, frame, percentile_window)
-    return _finish(pixels, header, max_side)
+    try:
+        if _is_dicom(path):
+            pixels, header = _read_dicom(path, frame, percentile_window)
+        else:
+            pixels, header = _read_picture(path, frame, percentile_window)
+        return _finish(pixels, header, max_side)
+    except ImageError:
+        raise
+    except BaseException as exc:  # the last line of defence: a file must never stop the build
+        _reraise_interrupts(exc)
+        raise ImageError(f"unexpected {type(exc).__name__} while reading the file: {exc}") from exc
+
+
+def _reraise_interrupts(exc: BaseException) -> None:
+    """Ctrl-C and exit requests are not file problems: let them through."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise exc
 
 
 def _is_dicom(path: Path) -> bool:
@@ -136,13 +161,14 @@ def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float]) 
         ds = pydicom.dcmread(path)
     except Exception as exc:  # malformed files raise anything from EOFError to struct.error
         raise ImageError(f"unreadable DICOM: {exc}") from exc
-    syntax = _check_pixel_data(ds, frame)
+    syntax = _check_pixel_data(ds, frame, path)
     try:
         stored = pixel_array(ds, index=frame)  # YBR comes back as RGB
         if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
             stored = apply_color_lut(stored, ds)
-    except Exception as exc:  # decoder plugins raise their own types
-        raise ImageError(f"cannot decode pixel data ({syntax.name}): {exc}") from exc
+    except BaseException as exc:  # decoder plugins raise their own types; Rust ones may panic
+        _reraise_interrupts(exc)
+        raise ImageError(f"cannot decode pixel data ({syntax.name}): {type(exc).__name__}: {exc}") from exc
     if stored.ndim == 3:
         pixels, window = _colour_to_gray(stored, percentile_window)
         return pixels, {**_dicom_header(ds), "window": window}
@@ -152,30 +178,56 @@ def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float]) 
     return pixels, {**_dicom_header(ds), **window_fields}
 
 
-def _check_pixel_data(ds: Dataset, frame: int) -> pydicom.uid.UID:
-    """Refuse, with a reason, what pydicom would reject with a cryptic message or decode as garbage."""
+def _check_pixel_data(ds: Dataset, frame: int, path: Path) -> pydicom.uid.UID:
+    """Refuse, with a reason, what pydicom would reject with a cryptic message, decode as garbage, or
+    try to allocate without bound."""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise ImageError("DICOM file meta has no TransferSyntaxUID")
     if "PixelData" not in ds:
-        raise ImageError("no pixel data")
+        raise ImageError(_no_pixel_data(ds, path))
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"missing or invalid Rows/Columns/NumberOfFrames: {exc}") from exc
-    if rows < 1 or columns < 1 or frames < 1:
-        raise ImageError(f"impossible dimensions {columns}x{rows} with {frames} frame(s)")
+        raise ImageError(f"missing or invalid Rows/Columns/NumberOfFrames/SamplesPerPixel: {exc}") from exc
+    if rows < 1 or columns < 1 or frames < 1 or samples < 1:
+        raise ImageError(f"impossible dimensions {columns}x{rows} with {frames} frame(s)"
+                         + (f" and {samples} samples per pixel" if samples < 1 else ""))
+    if rows * columns * samples > MAX_PIXELS:
+        raise ImageError(f"declared size {columns}x{rows} ({rows * columns * samples:,} values per frame) "
+                         f"exceeds the limit of {MAX_PIXELS:,}: refused before decoding")
     if not 0 <= frame < frames:
         raise ImageError(f"frame {frame} out of range: the file has {frames} frame(s)")
     if not syntax.is_encapsulated:
         try:
-            missing = get_expected_length(ds, "bytes") - len(ds.PixelData)
+            expected = get_expected_length(ds, "bytes")
+            bits = int(ds.BitsAllocated)
         except (AttributeError, TypeError, ValueError) as exc:
             raise ImageError(f"invalid pixel description: {exc}") from exc
-        if missing > 0:
-            raise ImageError(f"truncated DICOM: pixel data {missing} bytes short")
+        actual = len(ds.PixelData)
+        if actual < expected:
+            raise ImageError(f"truncated DICOM: pixel data {expected - actual} bytes short")
+        if actual > expected + expected % 2:  # an odd length is padded to even: that byte is fine
+            raise ImageError(f"pixel data is {actual} bytes but {columns}x{rows}, {samples} sample(s), "
+                             f"{bits} bits, {frames} frame(s) need {expected}: the dimensions do not "
+                             "describe the data")
     return syntax
+
+
+def _no_pixel_data(ds: Dataset, path: Path) -> str:
+    """'no pixel data', unless the file looks cut off: pydicom silently drops an element that the end of
+    the file interrupts, so a truncated download would otherwise read as a file without pixels."""
+    try:
+        body = path.read_bytes()[DICOM_MAGIC_OFFSET + len(DICOM_MAGIC):]
+    except OSError:
+        body = b""
+    if any(tag in body for tag in PIXEL_DATA_TAG_BYTES):
+        return "truncated DICOM: the pixel data element is cut off"
+    if len(ds) == 0:
+        return "truncated or corrupt DICOM: no data elements after the file meta"
+    return "no pixel data"
 
 
 def _colour_to_gray(rgb: np.ndarray, percentile_window: tuple[float, float]) -> tuple[np.ndarray, str]:
@@ -256,6 +308,10 @@ def _read_picture(
     """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window."""
     try:
         with Image.open(path) as image:
+            size = image.width * image.height
+            if size > MAX_PIXELS:
+                raise ImageError(f"image too large: {image.width}x{image.height} ({size:,} pixels) "
+                                 f"exceeds the limit of {MAX_PIXELS:,}")
             image.seek(frame)
             image.load()
             header: Header = {"format": image.format or "unknown", "mode": image.mode}
@@ -272,6 +328,10 @@ def _read_picture(
         raise ImageError(f"image too large: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data, unconvertible modes
         raise ImageError(f"unreadable image: {exc}") from exc
+    except ImageError:
+        raise
+    except Exception as exc:  # plugins raise struct.error, IndexError, ... on corrupt files
+        raise ImageError(f"unreadable image ({type(exc).__name__}): {exc}") from exc
 
 
 # --- windowing helpers --------------------------------------------------------------------------------

@@ -120,9 +120,13 @@ def read_sources(raw: Path, sources: Iterable[str], report: StageReport) -> Iter
         if not folder.is_dir():
             report.warn(source, str(folder), "source folder not found: source skipped")
             continue
-        for record in READERS[source](folder, report):
-            report.count("read", source)
-            yield record
+        try:
+            for record in READERS[source](folder, report):
+                report.count("read", source)
+                yield record
+        except Exception as error:  # a reader bug or an unreadable folder costs that source's rest, not the build
+            report.reject(source, ".", f"reader failed ({type(error).__name__}: {error}); "
+                                       "records read before it are kept")
 
 
 def label_records(records: Iterable[SourceRecord], label_map: LabelMap, report: StageReport

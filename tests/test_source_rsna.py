@@ -81,7 +81,7 @@ def plant(folder: Path, coordinates: list = COORDINATES, grades: dict = GRADES, 
     root = folder / nest
     write_csv(root / "train_label_coordinates.csv",
               ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"],
-              [(*row, "312.5", "270.25") for row in coordinates])
+              [(*row, "1.5", "0.25") for row in coordinates])  # inside the 2x2 slice: points are checked
     write_csv(root / "train.csv", ["study_id", *grade_columns],
               [[study, *(grades[study].get(column, NM) for column in grade_columns)] for study in grades])
     write_csv(root / "train_series_descriptions.csv", ["study_id", "series_id", "series_description"], series)

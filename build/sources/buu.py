@@ -17,6 +17,9 @@ Decisions where the release is vague:
   that contradicts the folder (its CSV would be read against the wrong endplate list), no CSV, a CSV
   that is empty or has a row that is not 5 numbers (reason with the line number).
 - The workbook is optional and only cross-checks sex and age against the stem (warnings); the stem wins.
+  It is an .xlsx (a zip) that openpyxl reads in memory: its member names never become paths.
+- Anything that resolves outside the source folder (a symlinked image, CSV, workbook or folder) is
+  rejected and never opened (common.outside).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from openpyxl.utils.exceptions import InvalidFileException
 
 from build.records import Finding, SourceRecord, level_name
 from build.report import StageReport
-from build.sources.common import MAX_DEPTH, relpath, sex_code
+from build.sources.common import MAX_DEPTH, outside, reject_folders, relpath, sex_code
 
 SOURCE = "buu"
 STEM = re.compile(r"^(\d{4})-([FM])-(\d{3})Y([01])$")
@@ -57,7 +60,10 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
     workbook = _workbook(root, folder, report)
     for view_folder, _ in VIEWS.values():
         directory = root / view_folder
-        if directory.is_dir():
+        escape = outside(directory, folder)
+        if escape is not None:
+            report.reject(SOURCE, relpath(directory, folder), f"{escape}: folder refused, not read")
+        elif directory.is_dir():
             yield from _read_view(directory, folder, workbook, report)
         else:
             report.warn(SOURCE, relpath(directory, folder), f"no {view_folder}/ folder in the release")
@@ -66,13 +72,21 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
 def _release_root(folder: Path, report: StageReport) -> Path | None:
     """The shallowest folder holding AP/ or LA/. common.find_root wants a marker file, and the release
     root holds no fixed file (the workbook is optional), so this looks for the view folders instead."""
+    refused: set[Path] = set()
     for depth in range(MAX_DEPTH + 1):
-        found = sorted(
-            path.parent for name, _ in VIEWS.values() for path in folder.glob("*/" * depth + name)
-            if path.is_dir()
-        )
+        found = []
+        for name, _ in VIEWS.values():
+            for path in folder.glob("*/" * depth + name):
+                if not path.is_dir():
+                    continue
+                if outside(path.parent, folder) is None:
+                    found.append(path.parent)
+                else:  # a symlinked folder above the views that leads out: report the link itself
+                    refused.add(next(p for p in (path.parent, *path.parent.parents) if p.is_symlink()))
         if found:
-            return found[0]
+            reject_folders(sorted(refused), folder, report, SOURCE)
+            return sorted(found)[0]
+    reject_folders(sorted(refused), folder, report, SOURCE)
     report.warn(SOURCE, ".", f"source not found: no AP/ or LA/ folder in the folder or {MAX_DEPTH} levels "
                              "below")
     return None
@@ -82,7 +96,11 @@ def _read_view(directory: Path, folder: Path, workbook: Demographics, report: St
                ) -> Iterator[SourceRecord]:
     """Pair <stem>.jpg with <stem>.csv in one view folder; a CSV without its image is only warned.
     Dot files (`._x.jpg` from macOS copies) are file-system litter, not release files."""
-    files = sorted(path for path in directory.iterdir() if path.is_file() and not path.name.startswith("."))
+    entries = sorted(path for path in directory.iterdir() if not path.name.startswith("."))
+    for path in entries:
+        if path.is_symlink() and not path.exists():
+            report.reject(SOURCE, relpath(path, folder), "broken symlink (its target is missing or loops)")
+    files = [path for path in entries if path.is_file()]
     images = {path.stem: path for path in files if path.suffix.lower() == ".jpg"}
     for path in files:
         if path.suffix.lower() == ".csv" and path.stem not in images:
@@ -98,6 +116,15 @@ def _record(image: Path, table: Path, folder: Path, workbook: Demographics, repo
     shown = relpath(image, folder)
     fields = _stem_fields(image, shown, report)
     if fields is None:
+        return None
+    escape = outside(image, folder)
+    if escape is not None:
+        report.reject(SOURCE, shown, f"{escape}: image refused, not read")
+        return None
+    escape = outside(table, folder)
+    if escape is not None:
+        report.reject(SOURCE, relpath(table, folder), f"{escape}: annotation CSV refused, not read "
+                                                      f"(image {image.name} not used)")
         return None
     if not table.is_file():
         report.reject(SOURCE, shown, "no annotation CSV")
@@ -212,6 +239,10 @@ def _workbook(root: Path, folder: Path, report: StageReport) -> Demographics:
     if not paths:
         return {}
     shown = relpath(paths[0], folder)
+    escape = outside(paths[0], folder)
+    if escape is not None:
+        report.reject(SOURCE, shown, f"{escape}: workbook refused, not read; sex/age not cross-checked")
+        return {}
     try:
         book = openpyxl.load_workbook(paths[0], read_only=True, data_only=True)
     except (OSError, zipfile.BadZipFile, KeyError, ValueError, InvalidFileException) as exc:

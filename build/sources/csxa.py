@@ -6,6 +6,7 @@ become class names. One record per image, keyed by its stem, which also pairs it
 metadata row. An image without a known class is rejected; everything else missing only costs a field.
 A mapping that cannot work (a missing key, an unknown `class_from`) raises ValueError at once: it is a
 configuration error, and reporting it on every image would hide it.
+Files that resolve outside the source folder (symlinks) are refused with a reason and never opened.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from build import config
 from build.records import Finding, SourceRecord
 from build.report import StageReport
-from build.sources.common import read_csv_rows, relpath, release_root, sex_code
+from build.sources.common import outside, read_csv_rows, relpath, release_root, sex_code
 
 SOURCE = "csxa"
 CLASS_FROM = ("metadata", "annotation")
@@ -92,9 +93,19 @@ def read_release(folder: Path, report: StageReport, mapping: dict[str, Any] | No
 
 def _images(root: Path, pattern: str, folder: Path, report: StageReport) -> dict[str, Path]:
     """Image files by stem, in path order; a second file with a stem already seen is rejected, because the
-    stem is the image's id and what pairs it with its JSON and metadata row."""
+    stem is the image's id and what pairs it with its JSON and metadata row. An image that leads outside
+    the source folder (a symlink) is rejected and never opened."""
     images: dict[str, Path] = {}
-    for path in sorted(path for path in root.glob(pattern) if path.is_file()):
+    for path in sorted(root.glob(pattern)):
+        if path.is_symlink() and not path.exists():
+            report.reject(SOURCE, relpath(path, folder), "broken symlink (its target is missing or loops)")
+            continue
+        if not path.is_file():
+            continue
+        escape = outside(path, folder)
+        if escape is not None:
+            report.reject(SOURCE, relpath(path, folder), f"{escape}: image refused, not read")
+            continue
         first = images.setdefault(path.stem, path)
         if first != path:
             report.reject(SOURCE, relpath(path, folder),
@@ -158,6 +169,9 @@ def _annotation(stem: str, template: str | None, root: Path, folder: Path) -> tu
         return None, None
     path = root / template.format(stem=stem)
     shown = relpath(path, folder)
+    escape = outside(path, folder)
+    if escape is not None:
+        return None, f"annotation JSON {shown}: {escape}: refused, not read"
     if not path.is_file():
         return None, f"no annotation JSON {shown}"
     try:

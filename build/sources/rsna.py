@@ -3,14 +3,21 @@
 One record per annotated slice, i.e. per distinct (study, series, instance) of
 train_label_coordinates.csv, with one finding per coordinate row: the condition string as written, its
 level, and the study's grade for that condition and level from train.csv. The view is the series
-description. Pixels are never opened here: a file that exists is imaging's to judge.
+description. Pixels are never opened here: a file that exists is imaging's to judge. Only the header's
+Rows and Columns are read, to warn about annotation points outside the slice (the finding is kept: the
+build uses the level, not the point). A slice that resolves outside the source folder (a symlink) is
+rejected and never opened.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+import pydicom
+import pydicom.config
 
 from build.records import Finding, SourceRecord
 from build.report import StageReport
@@ -34,6 +41,7 @@ UNKNOWN = "unknown"
 
 Slice = tuple[int, int, int]  # study, series, instance
 Label = tuple[str, str]  # condition, level
+Point = tuple[int, str, str]  # CSV line, x and y as written
 
 
 def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
@@ -43,10 +51,12 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
         return
     views = _SeriesViews(root, folder, report)
     grades = _Grades(root, folder, report)
-    for (study, series, instance), labels in sorted(_annotated_slices(root, folder, report).items()):
+    slices, points = _annotated_slices(root, folder, report)
+    for (study, series, instance), labels in sorted(slices.items()):
         path = root / "train_images" / str(study) / str(series) / f"{instance}.dcm"
         if not referenced_file(path, folder, report, SOURCE, MARKER, sorted(labels.values())):
             continue
+        _check_points(path, points.get((study, series, instance), []), relpath(root / MARKER, folder), report)
         findings = (Finding(c, level, grades.severity(study, c, level)) for c, level in labels)
         yield SourceRecord(
             source=SOURCE,
@@ -60,12 +70,15 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
         )
 
 
-def _annotated_slices(root: Path, folder: Path, report: StageReport) -> dict[Slice, dict[Label, int]]:
-    """Slice -> {(condition, level): first CSV line}; rejects rows with unknown strings or bad ids."""
+def _annotated_slices(root: Path, folder: Path, report: StageReport
+                      ) -> tuple[dict[Slice, dict[Label, int]], dict[Slice, list[Point]]]:
+    """Slice -> {(condition, level): first CSV line}, and slice -> the points of those rows (when the CSV
+    has x and y columns); rejects rows with unknown strings or bad ids."""
     path = root / MARKER
     shown = relpath(path, folder)
     columns = ("study_id", "series_id", "instance_number", "condition", "level")
     slices: dict[Slice, dict[Label, int]] = {}
+    points: dict[Slice, list[Point]] = {}
     for line, row in read_csv_rows(path, columns, report, SOURCE, base=folder):
         ids = _integer_ids(row, columns[:3], report, shown, line)
         if ids is None:
@@ -83,7 +96,42 @@ def _annotated_slices(root: Path, folder: Path, report: StageReport) -> dict[Sli
                                        f"{'/'.join(map(str, ids))}); kept one", row=line)
             continue
         labels[label] = line
-    return slices
+        if "x" in row and "y" in row:
+            points.setdefault(ids, []).append((line, row["x"], row["y"]))
+    return slices, points
+
+
+def _check_points(path: Path, points: list[Point], shown: str, report: StageReport) -> None:
+    """Warn about points that are not numbers or lie outside the slice (x is the column, y the row).
+
+    The size is the header's Columns x Rows, read without the pixels (a few hundred bytes); when the
+    header cannot be read the check is skipped, since imaging rejects the file with the real reason.
+    """
+    size: tuple[int, int] | None = None
+    for line, x, y in points:
+        try:
+            column, row = float(x), float(y)
+        except ValueError:
+            column = row = math.nan
+        if not (math.isfinite(column) and math.isfinite(row)):
+            report.warn(SOURCE, shown, f"point x={x!r}, y={y!r} is not a pair of numbers; finding kept",
+                        row=line)
+            continue
+        size = size or _slice_size(path)
+        if size and not (0 <= column <= size[0] and 0 <= row <= size[1]):
+            report.warn(SOURCE, shown, f"point x={x}, y={y} lies outside the {size[0]}x{size[1]} slice "
+                                       f"{path.name} (Columns x Rows of its DICOM header); finding kept",
+                        row=line)
+
+
+def _slice_size(path: Path) -> tuple[int, int] | None:
+    """(Columns, Rows) from the DICOM header, or None when it cannot be read."""
+    try:
+        with pydicom.config.disable_value_validation():
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            return int(header.Columns), int(header.Rows)
+    except Exception:  # noqa: BLE001 - any broken file: imaging rejects it later with the reason
+        return None
 
 
 def _integer_ids(
@@ -105,17 +153,24 @@ class _SeriesViews:
         self.shown = relpath(root / SERIES_CSV, folder)
         self.views: dict[tuple[int, ...], str] = {}
         self.warned: set[tuple[int, int]] = set()
+        first_lines: dict[tuple[int, ...], int] = {}
         columns = ("study_id", "series_id", "series_description")
         for line, row in read_csv_rows(root / SERIES_CSV, columns, report, SOURCE, base=folder):
             ids = _integer_ids(row, columns[:2], report, self.shown, line)
             if ids is None:
                 continue
-            view = self.views.setdefault(ids, row["series_description"])
-            if view != row["series_description"]:
-                report.warn(SOURCE, self.shown, f"series {ids[0]}/{ids[1]} described again as "
-                                                f"{row['series_description']!r}; kept {view!r}", row=line)
-            elif view not in SERIES_DESCRIPTIONS:
-                report.warn(SOURCE, self.shown, f"unexpected series_description {view!r}, kept", row=line)
+            description = row["series_description"]
+            first = first_lines.setdefault(ids, line)
+            if first != line:
+                view = self.views[ids]
+                again = "listed again" if view == description else f"described again as {description!r}"
+                report.warn(SOURCE, self.shown, f"series {ids[0]}/{ids[1]} {again}; kept {view!r} of line "
+                                                f"{first}", row=line)
+                continue
+            self.views[ids] = description
+            if description not in SERIES_DESCRIPTIONS:
+                report.warn(SOURCE, self.shown, f"unexpected series_description {description!r}, kept",
+                            row=line)
 
     def view(self, study: int, series: int) -> str:
         view = self.views.get((study, series))

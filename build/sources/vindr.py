@@ -4,6 +4,7 @@ One record per image_id of annotations/train.csv and annotations/test.csv, with 
 lesion_type on the image (boxes collapse; the strings stay as written, the label map judges them).
 Region, view, sex and age come from four whitelisted DICOM header tags, read without the pixels; a header
 that cannot be read only makes them unknown, since imaging rejects the file later with the real reason.
+An image that resolves outside the source folder (a symlink) is rejected before its header is opened.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def _annotated_images(root: Path, folder: Path, report: StageReport) -> dict[str
     for split in SPLITS:
         path = root / "annotations" / f"{split}.csv"
         shown = relpath(path, folder)
+        first_lines: dict[tuple[str, ...], int] = {}
         for line, row in read_csv_rows(path, COLUMNS, report, SOURCE, base=folder):
             image = images.get(row["image_id"])
             problem = _row_problem(row)
@@ -105,6 +107,10 @@ def _annotated_images(root: Path, folder: Path, report: StageReport) -> dict[str
                 problem = f"image_id already in annotations/{image.split}.csv with study_id {image.study_id}"
             if problem is not None:
                 report.reject(SOURCE, shown, problem, row=line)
+                continue
+            first = first_lines.setdefault(tuple(row[name].strip() for name in COLUMNS), line)
+            if first != line:
+                report.warn(SOURCE, shown, f"duplicate of line {first}; kept one", row=line)
                 continue
             if image is None:
                 image = images[row["image_id"]] = _Image(split, row["study_id"])
