@@ -153,3 +153,23 @@ def test_a_missing_source_is_skipped_with_a_warning(built, tmp_path):
     assert dict(report.counts["images"]) == {"csxa": built.manifest["counts"]["images_by_source"]["csxa"]}
     assert {w.source for w in report.warnings if "not found" in w.reason} == {"buu", "rsna", "vindr"}
     assert len(list((tmp_path / "work" / "images").glob("*.parquet"))) == -(-report.counts["images"]["csxa"] // 7)
+
+
+def test_a_failing_reader_costs_only_the_rest_of_its_source(built, tmp_path, monkeypatch):
+    from build import sources
+
+    real = sources.READERS["csxa"]
+
+    def breaks_after_two(folder, report):
+        for count, record in enumerate(real(folder, report)):
+            if count == 2:
+                raise PermissionError("[Errno 13] Permission denied: 'images'")
+            yield record
+
+    monkeypatch.setitem(ingest.READERS, "csxa", breaks_after_two)
+    report = ingest.ingest(built.raw, tmp_path / "work", config.profile("paper"), workers=2)
+    assert report.counts["images"]["csxa"] == 2
+    assert report.counts["images"]["rsna"] == built.manifest["counts"]["images_by_source"]["rsna"]
+    failed = [issue for issue in report.rejected if issue.source == "csxa"]
+    assert [issue.reason.split(" (")[0] for issue in failed] == ["reader failed"]
+    assert "PermissionError" in failed[0].reason
