@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
     GemmaTokenizer,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
     SiglipConfig,
     SiglipImageProcessor,
     SiglipModel,
@@ -79,3 +87,58 @@ def build_tiny_siglip2_fixres(path: Path) -> Path:
     image_processor = SiglipImageProcessor(size={"height": 32, "width": 32}, resample=2)
     tokenizer = GemmaTokenizer(vocab=_character_vocab(), merges=[])
     return _save(SiglipModel(config), [image_processor, tokenizer], path)
+
+
+# A tiny LLaVA: CLIP vision tower (32x32 input, patch 8: 16 image tokens) + a one-layer Llama over bytes.
+_LLAVA_IMAGE_TOKEN = "<image>"
+_LLAVA_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", _LLAVA_IMAGE_TOKEN)
+# Text parts in order, each image part as the image token: the layout lighteval's --vision-model prompt
+# (text, then images) turns into, one image token per image, which the processor expands to 16.
+_LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% elif part['type'] == 'image' %}"
+    + _LLAVA_IMAGE_TOKEN
+    + "{% endif %}{% endfor %}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
+
+
+def _byte_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE without merges: every text encodes (one token per byte) and decodes back."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={char: i for i, char in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    pad, bos, eos, image = _LLAVA_SPECIAL_TOKENS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=pad, bos_token=bos, eos_token=eos,
+        extra_special_tokens={"image_token": image}, chat_template=_LLAVA_CHAT_TEMPLATE,
+    )
+
+
+def build_tiny_llava(path: Path) -> Path:
+    """A LLaVA (`AutoModelForImageTextToText` + `AutoProcessor`) whose prompts fit 2048 positions."""
+    torch.manual_seed(SEED)
+    tokenizer = _byte_tokenizer()
+    vision = CLIPVisionConfig(**_TOWER, image_size=32, patch_size=8)
+    text = LlamaConfig(
+        **_TOWER, num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(_LLAVA_IMAGE_TOKEN),
+        image_seq_length=16,
+        vision_feature_layer=-1,  # the only layer of the one-layer vision tower
+        vision_feature_select_strategy="default",
+    )
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=_LLAVA_CHAT_TEMPLATE,
+    )
+    return _save(LlavaForConditionalGeneration(config), [processor], path)
