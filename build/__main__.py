@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+
+from build.cli import command_parser
 
 # Each module exposes COMMAND, HELP, add_arguments(parser) and main(args) -> exit code.
 COMMAND_MODULES = (
@@ -21,15 +22,8 @@ COMMAND_MODULES = (
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m build", description=__doc__)
+    top = command_parser("python -m build", __doc__, COMMAND_MODULES)
     top.add_argument("-v", "--verbose", action="store_true", help="log every warning as it happens")
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        sub = commands.add_parser(module.COMMAND, help=module.HELP, description=module.__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(sub)
-        sub.set_defaults(main=module.main)
     return top
 
 

@@ -142,3 +142,15 @@ def _whole_words(text: str) -> str:
 def _last_line(output: str) -> str:
     lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def reply_text(text: str | Sequence[str], post_processed: Sequence[str] | None) -> str:
+    """The reply as the scorer reads it, from a lighteval ModelResponse's `text` and `text_post_processed`.
+
+    lighteval 0.13's VLM backend stores the generation as a bare string (and its post-processing then splits
+    it into characters): such a string is read whole. Other backends store a list: its first final text.
+    """
+    if isinstance(text, str):
+        return text
+    final = text if post_processed is None else post_processed
+    return final[0] if final is not None and len(final) else ""

@@ -44,7 +44,7 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
-from evaluation.extract import extract_letters  # noqa: E402
+from evaluation.extract import extract_letters, reply_text  # noqa: E402
 from spinebench import DISEASES, LETTERS  # noqa: E402
 
 COMMAND = "report"
@@ -93,15 +93,6 @@ def latest_details(run_dir: Path, task: str) -> dict[str, Path]:
     return dict(sorted(latest.items()))
 
 
-def reply_text(response: dict[str, Any]) -> str:
-    """The reply as the scorer read it: a bare-string `text` whole, else the first final generation."""
-    text = response["text"]
-    if isinstance(text, str):
-        return text
-    final = text if response["text_post_processed"] is None else response["text_post_processed"]
-    return final[0] if final is not None and len(final) else ""
-
-
 def read_items(path: Path) -> pd.DataFrame:
     """One row per scored prompt: dataset columns, patient, gold and re-parsed letters, lighteval's scores."""
     table = pq.read_table(
@@ -113,7 +104,8 @@ def read_items(path: Path) -> pd.DataFrame:
     rows = []
     for specific, response, metric in zip(specifics, responses, metrics):
         task = specific["task"]
-        predicted = extract_letters(reply_text(response), specific["options"], multi=task == "localization")
+        reply = reply_text(response["text"], response["text_post_processed"])
+        predicted = extract_letters(reply, specific["options"], multi=task == "localization")
         rows.append(
             {
                 **{column: specific[column] for column in SPECIFIC},

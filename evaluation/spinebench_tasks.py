@@ -49,7 +49,7 @@ from lighteval.models.model_output import ModelResponse  # noqa: E402
 from lighteval.tasks.lighteval_task import LightevalTask, LightevalTaskConfig  # noqa: E402
 from lighteval.tasks.requests import Doc, SamplingMethod  # noqa: E402
 
-from evaluation.extract import extract_letters  # noqa: E402
+from evaluation.extract import extract_letters, reply_text  # noqa: E402
 from evaluation.prompts import build_prompt, rotate  # noqa: E402
 from spinebench import COLUMNS, CONFIG_NAMES, FEATURES, LETTERS, SPLIT  # noqa: E402
 
@@ -122,10 +122,7 @@ def score(specific: dict, reply: str) -> dict[str, float]:
 
 
 def _reply(response: ModelResponse) -> str:
-    # lighteval 0.13's VLM backend stores the generation as a bare string, not a one-element list.
-    if isinstance(response.text, str):
-        return response.text
-    return response.final_text[0] if response.final_text else ""
+    return reply_text(response.text, response.text_post_processed)
 
 
 class SpineBenchScore(SampleLevelComputation):

@@ -24,6 +24,7 @@ import yaml
 from evaluation import report as rp
 from evaluation.__main__ import main as evaluation_main
 from evaluation.offline import make_lighteval_offline_safe
+from evaluation.extract import reply_text
 from evaluation.prompts import rotate
 from hub_fixture import write_hub_folder
 
@@ -198,10 +199,10 @@ def test_one_patient_gives_a_point_interval():
 
 def test_bare_string_reply():
     """lighteval's VLM backend saves the reply as one string, post-processed into characters."""
-    assert rp.reply_text({"text": "My final option: [B]", "text_post_processed": list("My final")}) == (
+    assert reply_text("My final option: [B]", list("My final")) == (
         "My final option: [B]")
-    assert rp.reply_text({"text": ["raw"], "text_post_processed": ["post"]}) == "post"
-    assert rp.reply_text({"text": ["raw"], "text_post_processed": None}) == "raw"
+    assert reply_text(["raw"], ["post"]) == "post"
+    assert reply_text(["raw"], None) == "raw"
 
 
 def test_paper_rows_are_the_papers_table():
