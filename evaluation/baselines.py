@@ -30,6 +30,7 @@ from lighteval.models.model_output import ModelResponse  # noqa: E402
 from lighteval.tasks.requests import Doc  # noqa: E402
 from lighteval.utils.cache_management import SampleCache  # noqa: E402
 
+from evaluation.generation_only import GenerationOnly  # noqa: E402
 from evaluation.prompts import final_line  # noqa: E402
 from spinebench import HEALTHY, LETTERS  # noqa: E402
 
@@ -70,7 +71,7 @@ def strategy_for(name: str) -> Strategy:
     raise ValueError(f"unknown baseline {name!r}: oracle, always-a, always-healthy, random or random-SEED")
 
 
-class BaselineModel(LightevalModel):
+class BaselineModel(GenerationOnly, LightevalModel):
     """Answers every Doc with the strategy named by the model name; generation only."""
 
     def __init__(self, config: CustomModelConfig):
@@ -78,26 +79,8 @@ class BaselineModel(LightevalModel):
         self.strategy = strategy_for(config.model_name)
         self._cache = SampleCache(config)  # the pipeline hands every model its task registry through it
 
-    @property
-    def tokenizer(self):
-        return None
-
-    @property
-    def add_special_tokens(self) -> bool:
-        return False
-
-    @property
-    def max_length(self) -> int:
-        return 2048
-
     def greedy_until(self, docs: list[Doc]) -> list[ModelResponse]:
         return [
             ModelResponse(input=doc.query, text=[final_line(doc.specific["task"], self.strategy(doc))])
             for doc in docs
         ]
-
-    def loglikelihood(self, docs: list[Doc]) -> list[ModelResponse]:
-        raise NotImplementedError("SpineBench baselines are generative only")
-
-    def loglikelihood_rolling(self, docs: list[Doc]) -> list[ModelResponse]:
-        raise NotImplementedError("SpineBench baselines are generative only")

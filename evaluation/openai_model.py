@@ -45,11 +45,13 @@ import base64
 import io
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from lighteval.models.abstract_model import LightevalModel
@@ -60,6 +62,12 @@ from lighteval.tasks.requests import Doc, SamplingMethod
 from lighteval.utils.cache_management import SampleCache, TaskID
 from PIL import Image
 from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # lighteval loads this file by path; our modules live beside it
+    sys.path.insert(0, str(ROOT))
+
+from evaluation.generation_only import GenerationOnly  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +241,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-class OpenAIModel(LightevalModel):
+class OpenAIModel(GenerationOnly, LightevalModel):
     """Generation through an OpenAI-compatible endpoint; loglikelihood is not offered by chat APIs."""
 
     def __init__(self, config: CustomModelConfig):
@@ -250,18 +258,6 @@ class OpenAIModel(LightevalModel):
         self._cache = SampleCache(self.config)  # the pipeline hands it the task registry
         self.client = ChatClient(self.settings)
         logger.info("openai model: %s at %s", self.settings.model, ", ".join(self.settings.bases))
-
-    @property
-    def tokenizer(self):
-        return None
-
-    @property
-    def add_special_tokens(self) -> bool:
-        return False
-
-    @property
-    def max_length(self) -> int:  # required by the interface; the server enforces its own limit
-        return 2048
 
     def cleanup(self) -> None:
         self.client.close()
@@ -310,9 +306,3 @@ class OpenAIModel(LightevalModel):
                 sent,
                 " | ".join(reasons[:5]),
             )
-
-    def loglikelihood(self, docs: list[Doc]) -> list[ModelResponse]:
-        raise NotImplementedError("chat endpoints are scored generatively only")
-
-    def loglikelihood_rolling(self, docs: list[Doc]) -> list[ModelResponse]:
-        raise NotImplementedError("chat endpoints are scored generatively only")
