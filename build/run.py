@@ -52,12 +52,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def preview(folder: Path, rows: int = 3) -> None:
-    """Show the user how to load what was just built, with a few rows of it."""
-    import datasets
+    """Show the user how to load what was just built, with a few rows of it.
 
-    mini = datasets.load_dataset(str(folder), "mini", split="test", streaming=True).remove_columns("image")
+    The rows are read with pyarrow: the check above has already loaded every configuration through
+    `load_dataset`, and a streaming iterator left unfinished can abort the interpreter at exit (a native
+    thread of the Parquet reader still running).
+    """
+    import pyarrow.parquet as pq
+
+    first = sorted((folder / "data" / "mini").glob("*.parquet"))[0]
+    table = pq.ParquetFile(first).read_row_group(0, columns=["id", "question", "options", "answer", "source",
+                                                             "modality", "view"])
     print(f"\nLoad it:  datasets.load_dataset({str(folder)!r}, 'mini', split='test')")
-    for row in mini.take(rows):
+    for row in table.slice(0, rows).to_pylist():
         options = "  ".join(f"{letter}: {text}" for letter, text in zip("ABCDE", row["options"]))
         print(f"- [{row['id']}] {row['question']}\n    {options}\n    gold {row['answer']} ({row['source']}, "
               f"{row['modality']}, {row['view']})")
