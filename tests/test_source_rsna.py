@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import MRImageStorage
+from tiny_dicoms import write_tiny_dicom
 
 from build.records import Finding, SourceRecord
 from build.report import StageReport
@@ -57,22 +57,9 @@ def write_csv(path: Path, header: list[str], rows: list) -> None:
 
 def write_dicom(path: Path, study: int, series: int, instance: int) -> None:
     """A 2x2 MR slice with the release's id tags; the reader must not need more than its existence."""
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = MRImageStorage
-    dataset.SOPInstanceUID = f"1.2.3.{study}.{series}.{instance}"
-    dataset.Modality = "MR"
-    dataset.PatientID = dataset.StudyInstanceUID = str(study)
-    dataset.SeriesInstanceUID = f"{study}.{series}"
-    dataset.InstanceNumber = instance
-    dataset.Rows = dataset.Columns = 2
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
-    dataset.PixelData = bytes(8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_as(path, enforce_file_format=True)
+    write_tiny_dicom(path, MRImageStorage, f"1.2.3.{study}.{series}.{instance}", Modality="MR",
+                     PatientID=str(study), StudyInstanceUID=str(study), SeriesInstanceUID=f"{study}.{series}",
+                     InstanceNumber=instance)
 
 
 def plant(folder: Path, coordinates: list = COORDINATES, grades: dict = GRADES, series: list = SERIES,

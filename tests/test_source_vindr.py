@@ -7,9 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from pydicom import config
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
+from pydicom.uid import DigitalXRayImageStorageForPresentation
+from tiny_dicoms import write_tiny_dicom
 
 from build.records import Finding, SourceRecord
 from build.report import StageReport
@@ -62,22 +61,9 @@ def write_csv(path: Path, rows: list) -> None:
 
 def write_dicom(path: Path, tags: dict[str, str]) -> None:
     """A 2x2 DX image with only the given header tags beyond what a valid file needs."""
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = DigitalXRayImageStorageForPresentation
-    dataset.SOPInstanceUID = "1.2.3." + str(int(hashlib.md5(path.name.encode()).hexdigest()[:12], 16))
-    dataset.Modality = "DX"
-    dataset.Rows = dataset.Columns = 2
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME1"
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
-    dataset.PixelData = bytes(8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with config.disable_value_validation():  # the release holds non-standard values such as 'L-SPINE'
-        for keyword, value in tags.items():
-            setattr(dataset, keyword, value)
-        dataset.save_as(path, enforce_file_format=True)
+    uid = "1.2.3." + str(int(hashlib.md5(path.name.encode()).hexdigest()[:12], 16))
+    write_tiny_dicom(path, DigitalXRayImageStorageForPresentation, uid, Modality="DX",
+                     PhotometricInterpretation="MONOCHROME1", BitsStored=12, HighBit=11, **tags)
 
 
 def plant(folder: Path, train: list = TRAIN, test: list = TEST, nest: str = RELEASE,
