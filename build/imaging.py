@@ -27,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -105,6 +107,7 @@ class StandardImage:
     # percentile_fallback | none for 8-bit gray or colour kept as stored), window_failed (why the file's
     # VOI was not used: "<voi_lut|window>: <exception type or 'flat output'>").
     header: Header
+    facts: dict[str, Any] = field(default_factory=dict)  # what the caller's header_facts took from a DICOM
 
 
 class _VoiFailed(Exception):
@@ -116,17 +119,22 @@ def standardize_file(
     frame: int = 0,
     max_side: int = 512,
     percentile_window: tuple[float, float] = (0.5, 99.5),
+    header_facts: Callable[[Dataset], dict[str, Any]] | None = None,
 ) -> StandardImage:
-    """Read any DICOM or Pillow-readable image and return the standard image; ImageError if unusable."""
+    """Read any DICOM or Pillow-readable image and return the standard image; ImageError if unusable.
+
+    `header_facts`, if given, is called on a DICOM's parsed dataset and its result kept as `facts`: a
+    reader's facts that live in the header cost no second parse. It must not raise.
+    """
     if max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
     path = Path(path)
     try:
         if _is_dicom(path):
-            pixels, header = _read_dicom(path, frame, percentile_window)
+            pixels, header, facts = _read_dicom(path, frame, percentile_window, header_facts)
         else:
-            pixels, header = _read_picture(path, frame, percentile_window)
-        return _finish(pixels, header, max_side)
+            (pixels, header), facts = _read_picture(path, frame, percentile_window), {}
+        return _finish(pixels, header, max_side, facts)
     except ImageError:
         raise
     except BaseException as exc:  # the last line of defence: a file must never stop the build
@@ -155,7 +163,9 @@ def _is_dicom(path: Path) -> bool:
 # --- DICOM -------------------------------------------------------------------------------------------
 
 
-def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float]) -> tuple[np.ndarray, Header]:
+def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
+                header_facts: Callable[[Dataset], dict[str, Any]] | None = None
+                ) -> tuple[np.ndarray, Header, dict[str, Any]]:
     """Decode one frame and window it to uint8 as the file asks (see the module docstring)."""
     try:
         ds = pydicom.dcmread(path)
@@ -169,13 +179,14 @@ def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float]) 
     except BaseException as exc:  # decoder plugins raise their own types; Rust ones may panic
         _reraise_interrupts(exc)
         raise ImageError(f"cannot decode pixel data ({syntax.name}): {type(exc).__name__}: {exc}") from exc
+    facts = header_facts(ds) if header_facts else {}
     if stored.ndim == 3:
         pixels, window = _colour_to_gray(stored, percentile_window)
-        return pixels, {**_dicom_header(ds), "window": window}
+        return pixels, {**_dicom_header(ds), "window": window}, facts
     pixels, window_fields = _window_monochrome(stored, ds, percentile_window)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         np.subtract(255, pixels, out=pixels)  # low stored values are bright in MONOCHROME1
-    return pixels, {**_dicom_header(ds), **window_fields}
+    return pixels, {**_dicom_header(ds), **window_fields}, facts
 
 
 def _check_pixel_data(ds: Dataset, frame: int, path: Path) -> pydicom.uid.UID:
@@ -358,7 +369,7 @@ def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
 # --- the standard image -------------------------------------------------------------------------------
 
 
-def _finish(pixels: np.ndarray, header: Header, max_side: int) -> StandardImage:
+def _finish(pixels: np.ndarray, header: Header, max_side: int, facts: dict[str, Any]) -> StandardImage:
     """Cap the size, encode the PNG, hash the pixels and measure the quality figures."""
     source_height, source_width = pixels.shape
     image = Image.fromarray(pixels)  # uint8, 2-D: mode L
@@ -375,6 +386,7 @@ def _finish(pixels: np.ndarray, header: Header, max_side: int) -> StandardImage:
         clarity=clarity(final),
         contrast=contrast(final),
         header=header,
+        facts=facts,
     )
 
 
@@ -414,8 +426,11 @@ def clarity(pixels: np.ndarray) -> float:
     makes it independent of the 8-bit scale. It is measured on the released image, so it compares images
     of the same size class (long side = max_side). Computed with exact integer sums: deterministic.
     """
-    p = pixels.astype(np.int32)
-    laplacian = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * p[1:-1, 1:-1]
+    p = pixels.astype(np.int16)  # |L| <= 4 * 255: int16 holds every partial sum
+    laplacian = p[:-2, 1:-1] + p[2:, 1:-1]
+    laplacian += p[1:-1, :-2]
+    laplacian += p[1:-1, 2:]
+    laplacian -= 4 * p[1:-1, 1:-1]
     return round(_exact_variance(laplacian) / 255**2, 6)
 
 
@@ -430,11 +445,14 @@ def contrast(pixels: np.ndarray) -> float:
 
 
 def _exact_variance(values: np.ndarray) -> float:
-    """Population variance of integer values from exact integer sums (no float summation-order drift)."""
-    flat = values.ravel().astype(np.int64)
+    """Population variance of uint8 or int16 values from exact sums (no float summation-order drift).
+
+    The sums are taken in float64 but are exact: every value, square and partial sum is an integer below
+    2**53, so no addition rounds, in any order. The final arithmetic is on Python integers.
+    """
+    flat = values.astype(np.float64).ravel()
     count = flat.size
     if count == 0:
         return 0.0
-    total = int(flat.sum())
-    squares = int(flat @ flat)
+    total, squares = int(flat.sum()), int(np.einsum("i,i->", flat, flat))  # not BLAS: no threads per worker
     return (count * squares - total * total) / (count * count)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from spinebench import LEVELS
 
@@ -20,6 +21,18 @@ class Finding:
     label: str
     level: str | None = None  # one of spinebench.LEVELS, or None when the release gives no level
     severity: str | None = None  # RSNA grade (`Normal/Mild`, `Moderate`, `Severe`) or None
+
+
+@dataclass(frozen=True)
+class Point:
+    """An annotation coordinate as the release gives it (x is the column, y the row), with the table row that
+    gives it: ingest checks it against the image's stored size once a worker has read the pixels, so no
+    reader opens an image file."""
+
+    file: str  # the annotation table, relative to the source folder
+    row: int  # its 1-based line
+    x: float
+    y: float
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,9 @@ class SourceRecord:
     frame: int = 0  # frame inside a multi-frame file
     sex: str | None = None  # F | M | None
     age: int | None = None  # years
+    points: tuple[Point, ...] = ()  # annotation coordinates to check against the stored image size
 
-    @property
+    @cached_property  # asked for at every stage of ingest; a frozen dataclass still has a __dict__
     def image_id(self) -> str:
         """Stable benchmark-wide image id: source prefix plus the release id, filesystem- and URL-safe."""
         return f"{self.source}-{slug(self.image_key)}"

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydicom.uid import MRImageStorage
 from tiny_dicoms import write_tiny_dicom
 
-from build.records import Finding, SourceRecord
+from build.records import Finding, Point, SourceRecord
 from build.report import StageReport
 from build.sources import rsna
 
@@ -101,6 +101,7 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
         source="rsna", image_key="4003253/702807833/8", patient_id="4003253", modality="MRI", region="lumbar",
         view="Sagittal T2/STIR", path=f"{RELEASE}/train_images/4003253/702807833/8.dcm",
         findings=tuple(Finding(CANAL, level, "Moderate" if level == "L4/L5" else NM) for level in LEVELS),
+        points=tuple(Point(f"{RELEASE}/train_label_coordinates.csv", line, 1.5, 0.25) for line in range(2, 7)),
     )
     assert [(r.view, r.findings) for r in records[1:]] == [
         ("Sagittal T1", (Finding(LEFT_NFN, "L4/L5", NM),)),

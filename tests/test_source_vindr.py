@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.uid import DigitalXRayImageStorageForPresentation
 from tiny_dicoms import write_tiny_dicom
 
+from build.imaging import ImageError, standardize_file
 from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import vindr
@@ -87,11 +90,17 @@ def by_key(records: list[SourceRecord]) -> dict[str, SourceRecord]:
     return {record.image_key: record for record in records}
 
 
+def with_header_facts(folder: Path, record: SourceRecord) -> SourceRecord:
+    """The record as ingest completes it: header facts from the worker's one parse of the file."""
+    return replace(record, **standardize_file(folder / record.path, header_facts=vindr.header_facts).facts)
+
+
 def test_records_match_the_planted_release(tmp_path: Path) -> None:
     plant(tmp_path)
     records, report = read(tmp_path)
     assert [r.image_key for r in records] == sorted([A, B, C, D, E])
-    got = by_key(records)
+    assert {(r.region, r.view, r.sex, r.age) for r in records} == {("unknown", "unknown", None, None)}
+    got = by_key([with_header_facts(tmp_path, record) for record in records])
     assert got[A] == SourceRecord(
         source="vindr", image_key=A, patient_id=S1, modality="X-ray", region="cervical", view="lateral",
         path=f"{RELEASE}/train_images/{A}.dicom",
@@ -149,18 +158,17 @@ def test_missing_image_is_rejected_once_with_its_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_damaged_header_still_yields_the_record(tmp_path: Path, damage: str) -> None:
+def test_the_reader_never_opens_the_image(tmp_path: Path, damage: str) -> None:
     root = plant(tmp_path)
     path = root / f"train_images/{A}.dicom"
-    # garbage fails to parse; a file cut after its meta group parses, without the tags: imaging rejects both
+    # garbage fails to parse; a file cut after its meta group parses, without pixels: imaging rejects both
     path.write_bytes(b"this is not DICOM" * 20 if damage == "garbage" else path.read_bytes()[:300])
     records, report = read(tmp_path)
     record = by_key(records)[A]
-    assert (record.region, record.view, record.sex, record.age) == ("unknown", "unknown", None, None)
     assert record.findings == (Finding("Disc space narrowing"), Finding("Osteophytes"))
-    assert not report.rejected
-    unreadable = [w.path for w in report.warnings if "unreadable DICOM header" in w.reason]
-    assert unreadable == ([f"{RELEASE}/train_images/{A}.dicom"] if damage == "garbage" else [])
+    assert not report.rejected and len(report.warnings) == 1  # only the contradiction on D
+    with pytest.raises(ImageError):
+        with_header_facts(tmp_path, record)
 
 
 @pytest.mark.parametrize("column, value", [
@@ -205,6 +213,17 @@ def test_absent_release_yields_nothing_and_warns(tmp_path: Path) -> None:
 ])
 def test_header_whitelist(tmp_path: Path, tags: dict[str, str], expected: tuple) -> None:
     write_dicom(tmp_path / "x.dicom", {"PatientName": "Doe^Jane", "PatientID": "secret", **tags})
-    report = StageReport("ingest")
-    assert tuple(vindr.read_header(tmp_path / "x.dicom", "x.dicom", report)) == expected
-    assert not report.warnings
+    facts = vindr.header_facts(pydicom.dcmread(tmp_path / "x.dicom"))
+    assert facts == dict(zip(("region", "view", "sex", "age"), expected))
+
+
+def test_a_tag_that_cannot_be_converted_is_an_unknown_fact(tmp_path: Path) -> None:
+    class Unconvertible(pydicom.Dataset):  # what pydicom does with a value it cannot convert: raise
+        def get(self, key, default=None):
+            if key == "PatientAge":
+                raise ValueError("invalid AS value")
+            return super().get(key, default)
+
+    write_dicom(tmp_path / "x.dicom", {"BodyPartExamined": "LSPINE", "PatientAge": "056Y"})
+    dataset = Unconvertible(pydicom.dcmread(tmp_path / "x.dicom"))
+    assert vindr.header_facts(dataset) == {"region": "lumbar", "view": "unknown", "sex": None, "age": None}

@@ -3,10 +3,10 @@
 One record per annotated slice, i.e. per distinct (study, series, instance) of
 train_label_coordinates.csv, with one finding per coordinate row: the condition string as written, its
 level, and the study's grade for that condition and level from train.csv. The view is the series
-description. Pixels are never opened here: a file that exists is imaging's to judge. Only the header's
-Rows and Columns are read, to warn about annotation points outside the slice (the finding is kept: the
-build uses the level, not the point). A slice that resolves outside the source folder (a symlink) is
-rejected and never opened.
+description. No image file is opened here: a file that exists is imaging's to judge. The annotation
+points travel with the record, and ingest warns about any that lies outside the slice once a worker has
+read its pixels (the finding is kept: the build uses the level, not the point). A slice that resolves
+outside the source folder (a symlink) is rejected and never opened.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pydicom
-import pydicom.config
-
-from build.records import Finding, SourceRecord
+from build.records import Finding, Point, SourceRecord
 from build.report import StageReport
 from build.sources.common import read_csv_rows, referenced_file, relpath, release_root
 from spinebench import LEVELS
@@ -41,7 +38,6 @@ UNKNOWN = "unknown"
 
 Slice = tuple[int, int, int]  # study, series, instance
 Label = tuple[str, str]  # condition, level
-Point = tuple[int, str, str]  # CSV line, x and y as written
 
 
 def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
@@ -56,7 +52,6 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
         path = root / "train_images" / str(study) / str(series) / f"{instance}.dcm"
         if not referenced_file(path, folder, report, SOURCE, MARKER, sorted(labels.values())):
             continue
-        _check_points(path, points.get((study, series, instance), []), relpath(root / MARKER, folder), report)
         findings = (Finding(c, level, grades.severity(study, c, level)) for c, level in labels)
         yield SourceRecord(
             source=SOURCE,
@@ -67,18 +62,20 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
             view=views.view(study, series),
             path=relpath(path, folder),
             findings=tuple(sorted(findings)),
+            points=points.get((study, series, instance), ()),
         )
 
 
 def _annotated_slices(root: Path, folder: Path, report: StageReport
-                      ) -> tuple[dict[Slice, dict[Label, int]], dict[Slice, list[Point]]]:
+                      ) -> tuple[dict[Slice, dict[Label, int]], dict[Slice, tuple[Point, ...]]]:
     """Slice -> {(condition, level): first CSV line}, and slice -> the points of those rows (when the CSV
-    has x and y columns); rejects rows with unknown strings or bad ids."""
+    has x and y columns); rejects rows with unknown strings or bad ids, warns about points that are not
+    numbers."""
     path = root / MARKER
     shown = relpath(path, folder)
     columns = ("study_id", "series_id", "instance_number", "condition", "level")
     slices: dict[Slice, dict[Label, int]] = {}
-    points: dict[Slice, list[Point]] = {}
+    points: dict[Slice, tuple[Point, ...]] = {}
     for line, row in read_csv_rows(path, columns, report, SOURCE, base=folder):
         ids = _integer_ids(row, columns[:3], report, shown, line)
         if ids is None:
@@ -96,42 +93,23 @@ def _annotated_slices(root: Path, folder: Path, report: StageReport
                                        f"{'/'.join(map(str, ids))}); kept one", row=line)
             continue
         labels[label] = line
-        if "x" in row and "y" in row:
-            points.setdefault(ids, []).append((line, row["x"], row["y"]))
+        point = _point(row, shown, line, report) if "x" in row and "y" in row else None
+        if point is not None:
+            points[ids] = (*points.get(ids, ()), point)
     return slices, points
 
 
-def _check_points(path: Path, points: list[Point], shown: str, report: StageReport) -> None:
-    """Warn about points that are not numbers or lie outside the slice (x is the column, y the row).
-
-    The size is the header's Columns x Rows, read without the pixels (a few hundred bytes); when the
-    header cannot be read the check is skipped, since imaging rejects the file with the real reason.
-    """
-    size: tuple[int, int] | None = None
-    for line, x, y in points:
-        try:
-            column, row = float(x), float(y)
-        except ValueError:
-            column = row = math.nan
-        if not (math.isfinite(column) and math.isfinite(row)):
-            report.warn(SOURCE, shown, f"point x={x!r}, y={y!r} is not a pair of numbers; finding kept",
-                        row=line)
-            continue
-        size = size or _slice_size(path)
-        if size and not (0 <= column <= size[0] and 0 <= row <= size[1]):
-            report.warn(SOURCE, shown, f"point x={x}, y={y} lies outside the {size[0]}x{size[1]} slice "
-                                       f"{path.name} (Columns x Rows of its DICOM header); finding kept",
-                        row=line)
-
-
-def _slice_size(path: Path) -> tuple[int, int] | None:
-    """(Columns, Rows) from the DICOM header, or None when it cannot be read."""
+def _point(row: dict[str, str], shown: str, line: int, report: StageReport) -> Point | None:
+    """The row's point, or None after warning that it is not a pair of finite numbers."""
     try:
-        with pydicom.config.disable_value_validation():
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-            return int(header.Columns), int(header.Rows)
-    except Exception:  # noqa: BLE001 - any broken file: imaging rejects it later with the reason
-        return None
+        x, y = float(row["x"]), float(row["y"])
+    except ValueError:
+        x = y = math.nan
+    if math.isfinite(x) and math.isfinite(y):
+        return Point(shown, line, x, y)
+    report.warn(SOURCE, shown, f"point x={row['x']!r}, y={row['y']!r} is not a pair of numbers; finding kept",
+                row=line)
+    return None
 
 
 def _integer_ids(

@@ -2,9 +2,10 @@
 
 One record per image_id of annotations/train.csv and annotations/test.csv, with one finding per distinct
 lesion_type on the image (boxes collapse; the strings stay as written, the label map judges them).
-Region, view, sex and age come from four whitelisted DICOM header tags, read without the pixels; a header
-that cannot be read only makes them unknown, since imaging rejects the file later with the real reason.
-An image that resolves outside the source folder (a symlink) is rejected before its header is opened.
+Region, view, sex and age come from four DICOM header tags. The reader opens no image file: it yields them
+unknown, and `header_facts` fills them in inside the ingest worker that parses the file for its pixels
+anyway, so each file is read once (a file that cannot be parsed is rejected there with the reason). An
+image that resolves outside the source folder (a symlink) is rejected before anything opens it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pydicom
 import pydicom.config
+from pydicom.dataset import Dataset
 
 from build.records import Finding, SourceRecord
 from build.report import StageReport
@@ -42,11 +43,10 @@ REGIONS = {
     "LSPINE": "lumbar", "LUMBAR": "lumbar", "LSSPINE": "lumbar",
 }
 VIEWS = {"AP": "AP", "PA": "PA", "LL": "lateral", "RL": "lateral", "LAT": "lateral", "LATERAL": "lateral"}
-HEADER_TAGS = ["BodyPartExamined", "ViewPosition", "PatientSex", "PatientAge"]
 
 
 class Header(NamedTuple):
-    """The only header facts that may leave the reader: none of them identifies a patient."""
+    """The only header facts that may leave the file: none of them identifies a patient."""
 
     region: str = UNKNOWN
     view: str = UNKNOWN
@@ -77,18 +77,15 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
         if not referenced_file(path, folder, report, SOURCE, csv_name, image.lines):
             continue
         _warn_contradiction(image_id, image, relpath(root / csv_name, folder), report)
-        header = read_header(path, relpath(path, folder), report)
         yield SourceRecord(
             source=SOURCE,
             image_key=image_id,
             patient_id=image.study_id,
             modality="X-ray",
-            region=header.region,
-            view=header.view,
+            region=UNKNOWN,  # until header_facts
+            view=UNKNOWN,
             path=relpath(path, folder),
             findings=tuple(Finding(label) for label in sorted(image.rads)),
-            sex=header.sex,
-            age=header.age,
         )
 
 
@@ -162,20 +159,23 @@ def _warn_contradiction(image_id: str, image: _Image, shown: str, report: StageR
                                    f"{', '.join(sorted(lesion_rads))}; kept both")
 
 
-def read_header(path: Path, shown: str, report: StageReport) -> Header:
-    """Region, view, sex and age from the DICOM header, skipping the pixels; all unknown if unreadable."""
+def header_facts(dataset: Dataset) -> dict[str, Any]:
+    """Region, view, sex and age from a parsed DICOM, as SourceRecord fields; a tag that is missing or
+    cannot be converted leaves its fact unknown."""
+    with pydicom.config.disable_value_validation():  # 'L-SPINE' and the like are expected, not news
+        return Header(
+            region=REGIONS.get(_token(_tag(dataset, "BodyPartExamined")), UNKNOWN),
+            view=VIEWS.get(_token(_tag(dataset, "ViewPosition")), UNKNOWN),
+            sex=sex_code(_tag(dataset, "PatientSex")),
+            age=_age(_tag(dataset, "PatientAge")),
+        )._asdict()
+
+
+def _tag(dataset: Dataset, keyword: str) -> Any:
     try:
-        with pydicom.config.disable_value_validation():  # 'L-SPINE' and the like are expected, not news
-            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-            return Header(
-                region=REGIONS.get(_token(dataset.get("BodyPartExamined")), UNKNOWN),
-                view=VIEWS.get(_token(dataset.get("ViewPosition")), UNKNOWN),
-                sex=sex_code(dataset.get("PatientSex")),
-                age=_age(dataset.get("PatientAge")),
-            )
-    except Exception as exc:  # pydicom raises many types on broken files; imaging rejects them later
-        report.warn(SOURCE, shown, f"unreadable DICOM header ({type(exc).__name__}): region, view unknown")
-        return Header()
+        return dataset.get(keyword)
+    except Exception:  # noqa: BLE001 - a malformed value is an unknown fact, never a lost image
+        return None
 
 
 def _token(value: Any) -> str:
