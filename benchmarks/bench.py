@@ -199,7 +199,7 @@ def floor_loop(jobs: list, max_side: int, window: tuple[float, float]) -> int:
     for job in jobs:
         try:
             if imaging._is_dicom(job.path):
-                pixels, _ = imaging._read_dicom(job.path, job.frame, window)
+                pixels, _, _ = imaging._read_dicom(job.path, job.frame, window)
             else:
                 pixels, _ = imaging._read_picture(job.path, job.frame, window)
         except imaging.ImageError:

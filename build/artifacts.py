@@ -35,15 +35,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, indent: int | None = 1) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
 
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_parquet(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
+@contextmanager
+def parquet_writer(path: Path, schema: pa.Schema, **options: Any) -> Iterator[pq.ParquetWriter]:
+    """A Parquet file written a table at a time (each one a row group), renamed into place when complete."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **{"compression": "zstd", **options}) as writer:
+        yield writer
+
+
+def write_parquet(path: Path, table: pa.Table, row_group_size: int | None = None,
+                  compression: str | dict[str, str] = "zstd") -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression)

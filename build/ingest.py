@@ -9,9 +9,12 @@ skipped with a warning. WORK receives:
   records.parquet               one row per standardized image: provenance, raw findings, disease, levels, figures
   ingest_report.json            counts per source and disease, every rejected or dropped file with its reason
 
-Pixels stream through a worker pool shard by shard, so memory does not grow with the number of images; a
+The readers feed a worker pool as they go (the pool's feeder thread runs them while the workers decode),
+and each finished shard is joined with its records and appended to records.parquet as one row group, so
+the stage holds one shard's images and records at a time: memory does not grow with the number of images. A
 rerun skips every shard that is already finished for the same inputs and settings, so a killed ingest
-resumes where it stopped.
+resumes where it stopped. Facts a reader cannot know without opening the image (VinDr's header tags,
+whether an RSNA point lies inside its slice) are settled from what the worker read, after the pixels.
 
 Exit code: 0 when every input was used, 3 when the stage finished but some input was rejected (listed in
 the report), 1 or 2 for a failure or a usage error.
@@ -23,10 +26,11 @@ import argparse
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from functools import partial
-from itertools import groupby
+from itertools import islice
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -39,13 +43,14 @@ from build.imaging import ImageError, StandardImage, standardize_file
 from build.labels import Dropped, Labelled, LabelMap
 from build.records import SourceRecord
 from build.report import StageReport
-from build.sources import READERS
+from build.sources import HEADER_FACTS, READERS, HeaderFacts
 from spinebench import SOURCES
 
 COMMAND = "ingest"
 HELP = "read the raw releases into labelled records and standardized image shards"
 EXIT_REJECTED = 3  # finished, but some input was rejected
 
+SHARD_FORMAT = 2  # part of every shard key: shards written by an older layout are rebuilt, never misread
 SHARD_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -55,6 +60,8 @@ SHARD_SCHEMA = pa.schema(
         ("sha256", pa.string()),
     ]
 )
+# PNG is deflate-compressed already: zstd would spend CPU on it for next to no bytes (see the benchmark notes)
+SHARD_COMPRESSION = {name: "none" if name == "png" else "zstd" for name in SHARD_SCHEMA.names}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,17 +104,31 @@ class Job:
     path: Path
     rel: str
     frame: int
+    header_facts: HeaderFacts | None = None  # the reader's, for facts it leaves to the header
 
 
 def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources: Iterable[str] = SOURCES
            ) -> StageReport:
     """Run the whole stage; returns the report it also writes to WORK/ingest_report.json."""
-    report = StageReport("ingest")
-    labelled = label_records(read_sources(raw, sources, report), LabelMap.from_config(profile), report)
-    jobs = [Job(r.image_id, r.source, raw / r.source / r.path, r.path, r.frame) for r, _ in labelled]
-    shards = standardize_shards(jobs, work / artifacts.IMAGES_DIR, profile["imaging"], workers)
-    rows = records_rows(labelled, shards, report)
-    artifacts.write_parquet(work / artifacts.RECORDS, pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
+    report = StageReport("ingest")  # the readers' and label map's, written by the pool's feeder thread
+    images = StageReport("ingest")  # the shards' and records', written by this thread: the order is fixed
+    labelled: deque[tuple[SourceRecord, Labelled]] = deque()  # read, not yet joined with their shard
+    label_map = LabelMap.from_config(profile)
+
+    def jobs() -> Iterator[Job]:
+        for record, label in label_records(read_sources(raw, sources, report), label_map, report):
+            labelled.append((record, label))
+            yield Job(record.image_id, record.source, raw / record.source / record.path, record.path,
+                      record.frame, HEADER_FACTS.get(record.source))
+
+    seen_pixels: dict[str, str] = {}
+    with artifacts.parquet_writer(work / artifacts.RECORDS, RECORDS_SCHEMA) as records:
+        for index, sidecar in enumerate(standardize_shards(jobs(), work / artifacts.IMAGES_DIR,
+                                                           profile["imaging"], workers)):
+            shard = [labelled.popleft() for _ in range(len(sidecar["images"]) + len(sidecar["rejected"]))]
+            rows = records_rows(shard, index, sidecar, seen_pixels, images)
+            records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
+    report.absorb(images)
     artifacts.write_json(work / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
     report.write(work / "ingest_report.json")
@@ -130,9 +151,8 @@ def read_sources(raw: Path, sources: Iterable[str], report: StageReport) -> Iter
 
 
 def label_records(records: Iterable[SourceRecord], label_map: LabelMap, report: StageReport
-                  ) -> list[tuple[SourceRecord, Labelled]]:
+                  ) -> Iterator[tuple[SourceRecord, Labelled]]:
     """Apply the label map; drops and duplicate ids go to the report, not into the build."""
-    kept: list[tuple[SourceRecord, Labelled]] = []
     seen: dict[str, str] = {}
     for record in records:
         if record.image_id in seen:
@@ -146,13 +166,12 @@ def label_records(records: Iterable[SourceRecord], label_map: LabelMap, report: 
             report.drop(record.source, record.path, f"label map: {outcome.reason}")
             report.count("dropped", record.source)
             continue
-        kept.append((record, outcome))
-    return kept
+        yield record, outcome
 
 
-def shard_key(jobs: list[Job], imaging: dict[str, Any]) -> str:
+def shard_key(jobs: Sequence[Job], imaging: dict[str, Any]) -> str:
     """Identifies a shard's inputs and settings: a finished shard with another key is rebuilt."""
-    text = json.dumps([imaging, [(j.image_id, j.rel, j.frame) for j in jobs]], sort_keys=True)
+    text = json.dumps([SHARD_FORMAT, imaging, [(j.image_id, j.rel, j.frame) for j in jobs]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -161,29 +180,61 @@ def shard_paths(folder: Path, index: int) -> tuple[Path, Path]:
     return stem.with_suffix(".parquet"), stem.with_suffix(".json")
 
 
-def standardize_shards(jobs: list[Job], folder: Path, imaging: dict[str, Any], workers: int) -> list[dict]:
-    """Standardize every job into shards of `shard_rows` images; returns each shard's sidecar."""
-    size = imaging["shard_rows"]
-    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    keys = [shard_key(chunk, imaging) for chunk in chunks]
-    sidecars: dict[int, dict] = {}
-    for index, key in enumerate(keys):
-        parquet, sidecar = shard_paths(folder, index)
-        if parquet.exists() and sidecar.exists() and artifacts.read_json(sidecar).get("key") == key:
-            sidecars[index] = artifacts.read_json(sidecar)
-    remove_stale_shards(folder, len(chunks))
+def standardize_shards(jobs: Iterable[Job], folder: Path, imaging: dict[str, Any], workers: int
+                       ) -> Iterator[dict]:
+    """Standardize every job into shards of `shard_rows` images; yields each shard's sidecar, in shard order.
 
-    pending = [(index, job) for index, chunk in enumerate(chunks) if index not in sidecars for job in chunk]
+    Jobs are consumed lazily (with a pool, by its feeder thread, which the pool's pipe keeps only a few
+    hundred jobs ahead of the workers): a shard's jobs go to the pool unless a finished shard with the same
+    key is on disk, and results come back in order. Only one shard's images are ever held.
+    """
+    for path in folder.glob(".images-*.tmp"):  # from a killed run: never to be read as ours
+        path.unlink()
+    finished: dict[int, dict] = {}  # shards found done on disk, until yielded
+    submitted: deque[tuple[int, str, tuple[Job, ...]]] = deque()  # appended before its jobs are handed out
+    count = 0
+
+    def pending() -> Iterator[Job]:  # an exception here reaches the caller: imap guards its task generation
+        nonlocal count
+        for index, chunk in enumerate(_chunks(jobs, imaging["shard_rows"])):
+            count = index + 1
+            key = shard_key(chunk, imaging)
+            done = finished_sidecar(folder, index, key)
+            if done is not None:
+                finished[index] = done
+                continue
+            submitted.append((index, key, chunk))
+            yield from chunk
+
     convert = partial(standardize_job, max_side=imaging["max_side"],
                       window=tuple(imaging["percentile_window"]))
+    next_index = 0
     with _mapper(workers) as imap:
-        results = imap(convert, [job for _, job in pending])
-        progress = tqdm(results, total=len(pending), desc="standardize", unit="img", leave=False,
-                        disable=not pending)
-        labelled = zip((index for index, _ in pending), [job for _, job in pending], progress)
-        for index, group in groupby(labelled, key=lambda item: item[0]):
-            sidecars[index] = write_shard(folder, index, keys[index], [(job, res) for _, job, res in group])
-    return [sidecars[i] for i in range(len(chunks))]
+        results = iter(tqdm(imap(convert, pending()), desc="standardize", unit="img", leave=False))
+        for first in results:  # the first result of the next submitted shard
+            index, key, chunk = submitted.popleft()
+            images = [first, *islice(results, len(chunk) - 1)]
+            yield from (finished.pop(i) for i in range(next_index, index))  # done shards before this one
+            yield write_shard(folder, index, key, list(zip(chunk, images)))
+            next_index = index + 1
+    yield from (finished.pop(i) for i in range(next_index, count))
+    remove_stale_shards(folder, count)
+
+
+def _chunks(items: Iterable[Job], size: int) -> Iterator[tuple[Job, ...]]:
+    iterator = iter(items)
+    while chunk := tuple(islice(iterator, size)):
+        yield chunk
+
+
+def finished_sidecar(folder: Path, index: int, key: str) -> dict | None:
+    """The sidecar of shard `index` if it is on disk, complete and made from the same inputs and settings."""
+    parquet, sidecar = shard_paths(folder, index)
+    if parquet.exists() and sidecar.exists():
+        found = artifacts.read_json(sidecar)
+        if found.get("key") == key:
+            return found
+    return None
 
 
 class _mapper:
@@ -206,10 +257,14 @@ class _mapper:
 def standardize_job(job: Job, max_side: int, window: tuple[float, float]) -> StandardImage | str:
     """Worker body: the standard image, or the reason the file cannot be used."""
     try:
-        image = standardize_file(job.path, frame=job.frame, max_side=max_side, percentile_window=window)
+        image = standardize_file(job.path, frame=job.frame, max_side=max_side, percentile_window=window,
+                                 header_facts=job.header_facts)
     except ImageError as error:
         return str(error)
     return image if image.contrast > 0 else "blank image: a single grey level"
+
+
+SIDECAR_FIELDS = tuple(f.name for f in fields(StandardImage) if f.name != "png")
 
 
 def write_shard(folder: Path, index: int, key: str, results: list[tuple[Job, StandardImage | str]]) -> dict:
@@ -225,31 +280,26 @@ def write_shard(folder: Path, index: int, key: str, results: list[tuple[Job, Sta
         schema=SHARD_SCHEMA,
     )
     parquet, sidecar_path = shard_paths(folder, index)
-    artifacts.write_parquet(parquet, table, row_group_size=100)
+    artifacts.write_parquet(parquet, table, row_group_size=100, compression=SHARD_COMPRESSION)
     sidecar = {
         "key": key,
-        "images": [
-            {"image_id": job.image_id, **{k: v for k, v in asdict(image).items() if k != "png"}}
-            for job, image in good
-        ],
+        "images": [{"image_id": job.image_id, **{name: getattr(image, name) for name in SIDECAR_FIELDS}}
+                   for job, image in good],
         "rejected": [
             {"image_id": job.image_id, "source": job.source, "path": job.rel, "reason": reason}
             for job, reason in results
             if isinstance(reason, str)
         ],
     }
-    artifacts.write_json(sidecar_path, sidecar)
+    artifacts.write_json(sidecar_path, sidecar, indent=None)  # machine-read; the indenting encoder is slow
     return sidecar
 
 
 def remove_stale_shards(folder: Path, count: int) -> None:
-    """Shards past the current count belong to an earlier, larger input, and temporary files to a killed run:
-    neither may be read as ours."""
+    """Shards past the current count belong to an earlier, larger input: they may not be read as ours."""
     for path in folder.glob("images-*.*"):
         if int(path.stem.split("-")[1]) >= count:
             path.unlink()
-    for path in folder.glob(".images-*.tmp"):
-        path.unlink()
 
 
 FINDING = pa.struct([("label", pa.string()), ("level", pa.string()), ("severity", pa.string())])
@@ -284,25 +334,32 @@ RECORDS_SCHEMA = pa.schema(
 )
 
 
-def records_rows(labelled: list[tuple[SourceRecord, Labelled]], sidecars: list[dict], report: StageReport
-                 ) -> list[dict]:
-    """Join records, labels and the shards' figures into the records table; count what came through."""
-    figures: dict[str, tuple[int, dict]] = {}
-    for index, sidecar in enumerate(sidecars):
-        for rejected in sidecar["rejected"]:
-            report.reject(rejected["source"], rejected["path"], rejected["reason"])
-        for image in sidecar["images"]:
-            figures[image["image_id"]] = (index, image)
+def check_points(record: SourceRecord, width: int, height: int, report: StageReport) -> None:
+    """Warn about annotation points outside the stored image (x is the column); the finding is kept."""
+    for point in record.points:
+        if not (0 <= point.x <= width and 0 <= point.y <= height):
+            report.warn(record.source, point.file, f"point x={point.x}, y={point.y} lies outside the "
+                                                   f"{width}x{height} slice {Path(record.path).name} (its "
+                                                   "stored Columns x Rows); finding kept", row=point.row)
+
+
+def records_rows(labelled: list[tuple[SourceRecord, Labelled]], shard: int, sidecar: dict,
+                 seen_pixels: dict[str, str], report: StageReport) -> list[dict]:
+    """Join one shard's records, labels and figures into rows of the records table; count what came through.
+    `seen_pixels` (pixel sha256 -> first image id) carries over from shard to shard."""
+    for rejected in sidecar["rejected"]:
+        report.reject(rejected["source"], rejected["path"], rejected["reason"])
+    figures = {image["image_id"]: image for image in sidecar["images"]}
     rows: list[dict] = []
-    first_with_pixels: dict[str, str] = {}
     for record, label in labelled:
         if record.image_id not in figures:
             continue
-        shard, image = figures[record.image_id]
-        if image["sha256"] in first_with_pixels:
-            report.warn(record.source, record.path,
-                        f"same pixels as {first_with_pixels[image['sha256']]} (kept: ids differ)")
-        first_with_pixels.setdefault(image["sha256"], record.image_id)
+        image = figures[record.image_id]
+        record = replace(record, **image["facts"])
+        check_points(record, image["source_width"], image["source_height"], report)
+        if image["sha256"] in seen_pixels:
+            report.warn(record.source, record.path, f"same pixels as {seen_pixels[image['sha256']]} (kept: ids differ)")
+        seen_pixels.setdefault(image["sha256"], record.image_id)
         report.count("images", record.source)
         report.count("disease", label.disease)
         report.count("source/disease", f"{record.source}/{label.disease}")
@@ -319,7 +376,7 @@ def records_rows(labelled: list[tuple[SourceRecord, Labelled]], sidecars: list[d
                 "frame": record.frame,
                 "sex": record.sex,
                 "age": record.age,
-                "findings": [asdict(f) for f in record.findings],
+                "findings": [{"label": f.label, "level": f.level, "severity": f.severity} for f in record.findings],
                 "disease": label.disease,
                 "present": list(label.present),
                 "levels": list(label.levels),

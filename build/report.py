@@ -54,6 +54,14 @@ class StageReport:
         self.warnings.append(issue)
         log.warning("warning %s", issue.line())
 
+    def absorb(self, other: StageReport) -> None:
+        """Append another report's issues after this one's and add its counts (one stage, two writers)."""
+        for table, counter in other.counts.items():
+            self.counts.setdefault(table, Counter()).update(counter)
+        self.rejected += other.rejected
+        self.dropped += other.dropped
+        self.warnings += other.warnings
+
     def finish(self) -> None:
         self.seconds = round(time.monotonic() - self.started, 3)
 

@@ -51,8 +51,8 @@ def test_every_planted_image_arrives_with_its_disease_and_levels(built, records)
         assert row["disease"] == disease, image_id
         levels = {entry["level"] for entry in image["levels"].get(disease, [])}
         assert row["levels"] == [level for level in LEVELS if level in levels], image_id
-        assert (row["modality"], row["view"], row["patient_id"]) == (image["modality"], image["view"],
-                                                                    image["patient_id"]), image_id
+        facts = ("modality", "region", "view", "patient_id", "sex", "age")  # VinDr's from the worker's parse
+        assert [row[name] for name in facts] == [image[name] for name in facts], image_id
 
 
 def test_counts_per_source_and_disease_match_the_manifest(built, report):
@@ -173,3 +173,19 @@ def test_a_failing_reader_costs_only_the_rest_of_its_source(built, tmp_path, mon
     failed = [issue for issue in report.rejected if issue.source == "csxa"]
     assert [issue.reason.split(" (")[0] for issue in failed] == ["reader failed"]
     assert "PermissionError" in failed[0].reason
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("fails_after", [0, 5])
+def test_a_failure_in_the_job_stream_reaches_the_caller(built, tmp_path, workers, fails_after):
+    """The readers run in the pool's feeder thread: their failure must surface here, not hang or vanish."""
+    rows = pq.read_table(built.work / artifacts.RECORDS, columns=["image_id", "source", "path"]).to_pylist()
+
+    def jobs():
+        for row in rows[:fails_after]:
+            yield ingest.Job(row["image_id"], row["source"], built.raw / row["source"] / row["path"], row["path"], 0)
+        raise RuntimeError("label map bug")
+
+    imaging = {**config.profile("paper")["imaging"], "shard_rows": 2}
+    with pytest.raises(RuntimeError, match="label map bug"):
+        list(ingest.standardize_shards(jobs(), tmp_path / "images", imaging, workers))
