@@ -8,8 +8,6 @@ bit-identical everywhere; any other spec is a SigLIP2 checkpoint (Hub id or loca
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from build import artifacts
 
 ImageSource = Callable[[], Image.Image] | bytes  # a loader, or encoded image bytes (PNG)
 
@@ -195,6 +195,9 @@ def make_embedder(spec: str, batch_size: int = 32, device: str = "cpu") -> Embed
 _NAME_KEY = b"spinebench.embedder"
 
 
+_SAVE_ROWS = 8192  # vectors per written slice (and Parquet row group)
+
+
 class EmbeddingCache:
     """Vectors keyed by image sha256 in one Parquet file, so a rerun embeds nothing it has seen.
 
@@ -244,23 +247,19 @@ class EmbeddingCache:
         self._dirty = True
 
     def save(self) -> None:
-        """Write atomically (temp file + os.replace) so a killed build never leaves a truncated cache."""
+        """Write atomically (temp file + rename) so a killed build never leaves a truncated cache."""
         if not self._dirty:
             return
         shas = sorted(self._vectors)  # stable row order: same content, same file
-        matrix = np.stack([self._vectors[sha] for sha in shas])
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-        table = pa.table({"sha256": pa.array(shas, pa.string()), "vector": vectors})
-        table = table.replace_schema_metadata({_NAME_KEY: self.embedder_name.encode()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp, use_dictionary=False)  # unique shas, dense floats
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        schema = pa.schema([("sha256", pa.string()), ("vector", pa.list_(pa.float32(), self._dim))],
+                           metadata={_NAME_KEY: self.embedder_name.encode()})
+        with artifacts.parquet_writer(self.path, schema, compression="snappy", use_dictionary=False) as writer:
+            for start in range(0, len(shas), _SAVE_ROWS):  # a slice at a time: no second copy of it all
+                part = shas[start:start + _SAVE_ROWS]
+                matrix = np.stack([self._vectors[sha] for sha in part])
+                vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), self._dim)
+                writer.write_table(pa.table({"sha256": pa.array(part, pa.string()), "vector": vectors},
+                                            schema=schema))  # unique shas, dense floats: no dictionary
         self._dirty = False
 
 

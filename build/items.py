@@ -58,10 +58,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+RECORD_COLUMNS = ["image_id", "source", "patient_id", "modality", "region", "view", "path", "frame", "disease",
+                  "present", "levels", "severity", "shard", "sha256", "clarity", "contrast"]  # what items use
+
+
 def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: int, device: str,
                review: Path | None) -> StageReport:
     report = StageReport("items")
-    images = pq.read_table(work / artifacts.RECORDS).to_pylist()
+    images = pq.read_table(work / artifacts.RECORDS, columns=RECORD_COLUMNS).to_pylist()
     seed, settings = profile["seed"], profile["items"]
     vectors, embedder_name = embed_images(work, images, embedder, batch_size, device)
     diseases = [image["disease"] for image in images]
@@ -110,7 +114,10 @@ def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, dev
 
     vectors = embed_with_cache(embedder, cache, pixels(), batch_size)
     cache.save()
-    return np.stack([vectors[image["sha256"]] for image in images]).astype(np.float32), embedder.name
+    matrix = np.empty((len(images), embedder.dim), dtype=np.float32)  # one copy; the cache's goes with it
+    for row, image in enumerate(images):
+        matrix[row] = vectors[image["sha256"]]
+    return matrix, embedder.name
 
 
 def _safe(name: str) -> str:

@@ -230,11 +230,11 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     cache.save()
     before = path.read_bytes()
 
-    def crash(table, where, **options):
-        Path(where).write_bytes(b"partial")
-        raise OSError("disk full")
+    class DiskFull(pq.ParquetWriter):  # the temporary file exists, with a header, when the write fails
+        def write_table(self, table, row_group_size=None):
+            raise OSError("disk full")
 
-    monkeypatch.setattr(embedders.pq, "write_table", crash)
+    monkeypatch.setattr(embedders.pq, "ParquetWriter", DiskFull)
     cache.put_many(["b" * 64], np.zeros((1, 4), np.float32))
     with pytest.raises(OSError):
         cache.save()
