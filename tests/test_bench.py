@@ -24,7 +24,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [sys.executable, "-m", "benchmarks.bench", "--quick", "--scale", "0.3", "--mem-scale", "0.1",
-               "--embed-images", "16", "--work", str(tmp_path / "work"), "--out", str(out)]
+               "--embed-images", "16", "--real-scale", "0.1", "--pixel-factor", "2", "--work", str(tmp_path / "work"),
+               "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "targets:" in done.stdout
@@ -40,6 +41,10 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
         assert len(ingest["ratios"][ratio]["per_repeat"]) == figures["settings"]["repeats"]
     assert set(ingest["breakdown_single_cpu_s"]) >= {"floor_decode_resize_encode", "hash_and_quality_figures",
                                                      "readers_and_labels", "ingest_total"}
+
+    real = figures["ingest_real_size"]
+    assert real["pixel_factor"] == 2 and real["files"] > 0
+    assert _number(real["ingest_vs_floor"]) and _number(real["speedup_1_to_2"])
 
     memory = figures["memory"]
     for size in ("N", "10N"):
@@ -60,5 +65,6 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
 
     assert figures["full"] == {"run": False}
     targets = {row["name"]: row for row in figures["targets"]}
-    assert set(targets) == {"ingest_vs_floor", "speedup_1_to_2", "memory_growth_10x", "memory_peak_mb"}
+    assert set(targets) == {"ingest_vs_floor", "ingest_vs_floor_real_size", "speedup_1_to_2", "speedup_1_to_2_real_size",
+                            "memory_growth_10x", "memory_peak_mb"}
     assert all(isinstance(row["met"], bool) and _number(row["value"]) for row in targets.values())

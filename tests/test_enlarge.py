@@ -1,0 +1,42 @@
+"""The benchmark's enlarged replica copy: images grow by the factor in their own format, nothing else changes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.uid import MRImageStorage, RLELossless
+from tiny_dicoms import write_tiny_dicom
+
+from build.imaging import standardize_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.enlarge import enlarged_copy  # noqa: E402
+
+
+def test_images_grow_in_their_own_format_and_the_rest_is_copied(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_tiny_dicom(raw / "a.dcm", MRImageStorage, "1.2.3.1", BitsStored=12, HighBit=11)
+    rle = pydicom.dcmread(raw / "a.dcm")
+    rle.PixelData = np.array([[0, 4095], [2048, 100]], np.uint16).tobytes()
+    rle.compress(RLELossless, generate_instance_uid=False)
+    rle.save_as(raw / "rle.dcm")
+    Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20).save(raw / "b.png")
+    (raw / "table.csv").write_text("id,label\n1,x\n")
+    (raw / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"junk")
+
+    out = enlarged_copy(raw, tmp_path / "big", factor=3)
+
+    big = pydicom.dcmread(out / "rle.dcm")
+    assert (big.Rows, big.Columns, big.file_meta.TransferSyntaxUID) == (6, 6, RLELossless)
+    assert big.pixel_array.max() <= 4095  # stays within BitsStored
+    assert standardize_file(out / "a.dcm").source_width == 6
+    assert Image.open(out / "b.png").size == (12, 9)
+    assert (out / "table.csv").read_bytes() == (raw / "table.csv").read_bytes()
+    assert (out / "broken.dcm").read_bytes() == (raw / "broken.dcm").read_bytes()
+    before = (out / "b.png").stat().st_mtime_ns
+    assert enlarged_copy(raw, tmp_path / "big", factor=3) == out  # reused, not redone
+    assert (out / "b.png").stat().st_mtime_ns == before
