@@ -8,7 +8,7 @@ bit-identical everywhere; any other spec is a SigLIP2 checkpoint (Hub id or loca
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -218,32 +218,45 @@ class EmbeddingCache:
         return len(self._vectors)
 
     def _load(self) -> None:
-        table = pq.read_table(self.path)
-        stored = (table.schema.metadata or {}).get(_NAME_KEY, b"").decode()
+        """Read the file a row group at a time into one matrix: the vectors are held once, not twice."""
+        file = pq.ParquetFile(self.path)
+        stored = (file.schema_arrow.metadata or {}).get(_NAME_KEY, b"").decode()
         if stored != self.embedder_name:
             raise ValueError(f"{self.path} holds vectors of embedder {stored!r}, not {self.embedder_name!r}")
-        column = table.column("vector").combine_chunks()
-        matrix = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+        matrix = np.empty((file.metadata.num_rows, file.schema_arrow.field("vector").type.list_size), np.float32)
+        shas: list[str] = []
+        for group in range(file.num_row_groups):
+            part = file.read_row_group(group)
+            matrix[len(shas):len(shas) + len(part)] = part.column("vector").combine_chunks().flatten().to_numpy(
+                ).reshape(len(part), matrix.shape[1])
+            shas += part.column("sha256").to_pylist()
         matrix.setflags(write=False)
-        self._vectors = dict(zip(table.column("sha256").to_pylist(), matrix))
+        self._vectors = dict(zip(shas, matrix))
         self._dim = matrix.shape[1]
 
     def get_many(self, shas: Iterable[str]) -> dict[str, np.ndarray]:
         """The cached subset of `shas`."""
         return {sha: self._vectors[sha] for sha in shas if sha in self._vectors}
 
-    def put_many(self, shas: Sequence[str], vectors: np.ndarray) -> None:
-        """Add or replace vectors (one row per sha); kept in memory until `save()`."""
-        matrix = np.array(vectors, dtype=np.float32)  # own copy: callers may reuse their buffer
-        if matrix.ndim != 2 or len(matrix) != len(shas):
-            raise ValueError(f"expected {len(shas)} vectors, got shape {matrix.shape}")
-        if not len(matrix):
+    def put_many(self, shas: Sequence[str], vectors: np.ndarray | Sequence[np.ndarray], copy: bool = True) -> None:
+        """Add or replace vectors (one row per sha); kept in memory until `save()`.
+
+        By default the cache keeps its own copy (callers may reuse their buffer); with copy=False it keeps the
+        rows it is given, e.g. views into a caller's matrix that stays unchanged, so nothing is held twice.
+        """
+        rows = list(np.array(vectors, dtype=np.float32, ndmin=2)) if copy else list(vectors)
+        if len(rows) != len(shas) or any(row.ndim != 1 or row.dtype != np.float32 for row in rows):
+            raise ValueError(f"expected {len(shas)} float32 vectors, got {len(rows)} of shapes "
+                             f"{sorted({row.shape for row in rows})}")
+        if not rows:
             return
-        if self._dim not in (None, matrix.shape[1]):
-            raise ValueError(f"vector size {matrix.shape[1]} does not match the cache's {self._dim}")
-        matrix.setflags(write=False)
-        self._vectors.update(zip(shas, matrix))
-        self._dim = matrix.shape[1]
+        dims = {row.shape[0] for row in rows}
+        if len(dims) != 1 or self._dim not in (None, *dims):
+            raise ValueError(f"vector size {sorted(dims)} does not match the cache's {self._dim}")
+        for row in rows:
+            row.setflags(write=False)  # on a view: read-only through the cache, the caller's matrix is untouched
+        self._vectors.update(zip(shas, rows))
+        self._dim = dims.pop()
         self._dirty = True
 
     def save(self) -> None:
@@ -272,30 +285,41 @@ def embed_with_cache(
     embedder: Embedder,
     cache: EmbeddingCache,
     items: Iterable[tuple[str, ImageSource]],
+    rows: Mapping[str, Sequence[int]],
     batch_size: int = 32,
-) -> dict[str, np.ndarray]:
-    """Vector per sha for every item; only cache misses are decoded and embedded, `batch_size` at a time.
+) -> np.ndarray:
+    """The (n, dim) float32 matrix with each sha's vector at its `rows` (n = 1 + the largest row).
 
-    Items stream: at most one batch of sources and decoded images is held at once. New vectors go into
-    `cache`; call `cache.save()` to keep them. Duplicate shas are embedded once.
+    Cached vectors are copied in; only misses are decoded and embedded, `batch_size` at a time, and written
+    straight into their rows, which the cache keeps as views: the vectors are in memory once, whatever the
+    number of images. Items stream (one batch of sources is held at a time); a sha met twice is embedded
+    once; items whose sha is not in `rows` are skipped. Call `cache.save()` to keep the new vectors.
     """
-    found: dict[str, np.ndarray] = {}
+    out = np.empty((1 + max((max(r) for r in rows.values()), default=-1), embedder.dim), dtype=np.float32)
+    done: set[str] = set()
     pending: dict[str, ImageSource] = {}
 
     def flush() -> None:
         shas = list(pending)
-        cache.put_many(shas, embedder.embed([_decode(pending[sha]) for sha in shas]))
-        found.update(cache.get_many(shas))
+        for sha, vector in zip(shas, embedder.embed([_decode(pending[sha]) for sha in shas])):
+            out[rows[sha]] = vector
+        cache.put_many(shas, [out[rows[sha][0]] for sha in shas], copy=False)
+        done.update(shas)
         pending.clear()
 
     for sha, source in items:
-        if sha in found or sha in pending:
+        if sha in done or sha in pending or sha not in rows:
             continue
-        found.update(cache.get_many([sha]))
-        if sha not in found:
-            pending[sha] = source
-            if len(pending) >= batch_size:
-                flush()
+        cached = cache.get_many([sha])
+        if cached:
+            out[rows[sha]] = cached[sha]
+            done.add(sha)
+            continue
+        pending[sha] = source
+        if len(pending) >= batch_size:
+            flush()
     if pending:
         flush()
-    return found
+    if len(done) != len(rows):
+        raise ValueError(f"no pixels for {len(rows) - len(done)} of {len(rows)} images")
+    return out

@@ -103,21 +103,18 @@ def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, dev
     """One L2-normalised vector per image, in `images` order (cached by pixel hash), and the embedder's name."""
     embedder = make_embedder(spec, batch_size=batch_size, device=device)
     cache = EmbeddingCache(work / "embeddings" / f"{_safe(embedder.name)}.parquet", embedder.name)
-    wanted = {image["sha256"] for image in images}
-
-    def pixels():
-        for shard in sorted((work / artifacts.IMAGES_DIR).glob("images-*.parquet")):
-            table = pq.read_table(shard, columns=["sha256", "png"])
-            for sha, png in zip(table.column("sha256").to_pylist(), table.column("png").to_pylist()):
-                if sha in wanted:
-                    yield sha, png
-
-    vectors = embed_with_cache(embedder, cache, pixels(), batch_size)
-    cache.save()
-    matrix = np.empty((len(images), embedder.dim), dtype=np.float32)  # one copy; the cache's goes with it
+    rows: dict[str, list[int]] = {}
     for row, image in enumerate(images):
-        matrix[row] = vectors[image["sha256"]]
-    return matrix, embedder.name
+        rows.setdefault(image["sha256"], []).append(row)
+
+    def pixels():  # a few rows at a time: whole shards of PNG bytes would fragment the heap for good
+        for shard in sorted((work / artifacts.IMAGES_DIR).glob("images-*.parquet")):
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=64, columns=["sha256", "png"]):
+                yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+
+    vectors = embed_with_cache(embedder, cache, pixels(), rows, batch_size)
+    cache.save()
+    return vectors, embedder.name
 
 
 def _safe(name: str) -> str:

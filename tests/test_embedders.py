@@ -171,25 +171,40 @@ def test_rerun_embeds_nothing_and_returns_identical_vectors(tmp_path):
     path = tmp_path / "embeddings.parquet"
     first_embedder = CountingEmbedder(FallbackEmbedder())
     cache = EmbeddingCache(path, first_embedder.name)
-    first = embed_with_cache(first_embedder, cache, iter(pairs + pairs[:2]), batch_size=4)  # 2 duplicates
+    rows = {sha: [row] for row, (sha, _) in enumerate(pairs)}
+    rows[pairs[0][0]].append(len(pairs))  # one image twice in the item list: its vector at both rows
+    first = embed_with_cache(first_embedder, cache, iter(pairs + pairs[:2]), rows, batch_size=4)  # 2 duplicates
     assert first_embedder.batches == [4, 4, 1]  # every image once, never more than a batch at a time
+    assert first.shape == (len(pairs) + 1, FallbackEmbedder.dim) and (first[-1] == first[0]).all()
+    assert np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
     cache.save()
 
     for reopened in (cache, EmbeddingCache(path, first_embedder.name)):
         again = CountingEmbedder(FallbackEmbedder())
-        second = embed_with_cache(again, reopened, iter(pairs), batch_size=4)
+        second = embed_with_cache(again, reopened, iter(pairs), rows, batch_size=4)
         assert again.batches == []
-        assert second.keys() == first.keys()
-        assert all(second[sha].tobytes() == first[sha].tobytes() for sha in first)
+        assert second.tobytes() == first.tobytes()
 
 
 def test_only_misses_are_embedded(tmp_path):
     pairs = items([shape_image(kind, noise=5, seed=s) for kind in SHAPES for s in range(2)])
     cache = EmbeddingCache(tmp_path / "e.parquet", FallbackEmbedder.name)
-    embed_with_cache(FallbackEmbedder(), cache, pairs[:4], batch_size=8)
+    rows = {sha: [row] for row, (sha, _) in enumerate(pairs)}
+    embed_with_cache(FallbackEmbedder(), cache, pairs[:4], {sha: rows[sha] for sha, _ in pairs[:4]}, batch_size=8)
     counting = CountingEmbedder(FallbackEmbedder())
-    vectors = embed_with_cache(counting, cache, pairs, batch_size=8)
+    vectors = embed_with_cache(counting, cache, pairs, rows, batch_size=8)
     assert counting.batches == [2] and len(vectors) == 6
+    fresh = embed_with_cache(FallbackEmbedder(), EmbeddingCache(tmp_path / "f.parquet", FallbackEmbedder.name),
+                             pairs, rows)
+    assert vectors.tobytes() == fresh.tobytes()  # cached rows are the vectors the embedder gives
+
+
+def test_an_image_without_pixels_is_an_error(tmp_path):
+    pairs = items([shape_image(kind) for kind in SHAPES[:2]])
+    cache = EmbeddingCache(tmp_path / "e.parquet", FallbackEmbedder.name)
+    with pytest.raises(ValueError, match="no pixels for 1 of 3 images"):
+        embed_with_cache(FallbackEmbedder(), cache, pairs, {**{sha: [i] for i, (sha, _) in enumerate(pairs)},
+                                                           "f" * 64: [2]})
 
 
 def test_cache_roundtrip_and_file_layout(tmp_path):
@@ -240,3 +255,14 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
         cache.save()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["e.parquet"]
+
+
+def test_rows_kept_without_a_copy_are_read_only_views(tmp_path):
+    matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache = EmbeddingCache(tmp_path / "e.parquet", "fallback-v1")
+    cache.put_many(["a" * 64, "b" * 64], [matrix[0], matrix[2]], copy=False)
+    kept = cache.get_many(["b" * 64])["b" * 64]
+    assert np.shares_memory(kept, matrix) and not kept.flags.writeable
+    matrix[1] = 0  # the caller's matrix stays writable
+    cache.save()
+    assert EmbeddingCache(tmp_path / "e.parquet", "fallback-v1").get_many(["b" * 64])["b" * 64].tolist() == [8, 9, 10, 11]

@@ -189,3 +189,17 @@ def test_a_failure_in_the_job_stream_reaches_the_caller(built, tmp_path, workers
     imaging = {**config.profile("paper")["imaging"], "shard_rows": 2}
     with pytest.raises(RuntimeError, match="label map bug"):
         list(ingest.standardize_shards(jobs(), tmp_path / "images", imaging, workers))
+
+
+def test_points_outside_the_stored_size_are_warned_on_their_table_row():
+    from build.records import Point, SourceRecord
+    from build.report import StageReport
+
+    points = [Point("t.csv", 2, 0, 0), Point("t.csv", 3, 64, 32), Point("t.csv", 4, 64.5, 1), Point("t.csv", 5, 1, -0.1)]
+    record = SourceRecord("rsna", "1/2/3", "1", "MRI", "lumbar", "Axial T2", "train_images/1/2/3.dcm",
+                          points=tuple(points))
+    report = StageReport("ingest")
+    ingest.check_points(record, 64, 32, report)  # the edges (0 and the size itself) are inside
+    assert [(w.path, w.row) for w in report.warnings] == [("t.csv", 4), ("t.csv", 5)]
+    assert report.warnings[0].reason == ("point x=64.5, y=1 lies outside the 64x32 slice 3.dcm (its stored Columns x "
+                                         "Rows); finding kept")
