@@ -21,6 +21,11 @@ RECORDS = "records.parquet"  # one row per standardized image: provenance, label
 PROFILE = "profile.json"  # the profile the work folder was ingested with
 
 
+def shard_name(index: int) -> str:
+    """Image shard `index` is IMAGES_DIR/<name>.parquet (+ .json); per-shard caches reuse the name."""
+    return f"images-{index:05d}"
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

@@ -32,28 +32,37 @@ def pick_library(diseases: Sequence[str], per_disease: int, seed: int) -> dict[s
     return library
 
 
-def disease_similarity(vectors: np.ndarray, library: Mapping[str, np.ndarray], how: str) -> np.ndarray:
-    """(images x DISEASES) similarity of each image to each disease's library; NaN where no library.
+def library_rows(library: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Every library image's row, disease after disease: the order `disease_similarity` wants their vectors in."""
+    return np.concatenate(list(library.values())) if library else np.zeros(0, dtype=int)
 
-    An image never counts its own library entry. Computed in float64 and rounded to 6 decimals so the
-    ranking does not depend on BLAS block order.
+
+def disease_similarity(vectors: np.ndarray, rows: np.ndarray, library: Mapping[str, np.ndarray],
+                       library_vectors: np.ndarray, how: str) -> np.ndarray:
+    """(len(rows) x DISEASES) similarity of the images at `rows` (their vectors: `vectors`) to each disease's
+    library, whose vectors `library_vectors` are in `library_rows(library)` order; NaN where no library.
+
+    Works on any block of images, so a caller never needs every vector at once. An image never counts its
+    own library entry. Computed in float64 and rounded to 6 decimals so the ranking does not depend on BLAS
+    block order.
     """
     if how not in ("mean", "max"):
         raise ValueError(f"similarity must be 'mean' or 'max', not {how!r}")
-    out = np.full((len(vectors), len(DISEASES)), np.nan)
-    lib_index = np.concatenate(list(library.values())) if library else np.zeros(0, dtype=int)
-    lib_vectors = vectors[lib_index].astype(np.float64)
+    rows = np.asarray(rows)
+    out = np.full((len(rows), len(DISEASES)), np.nan)
+    lib_index = library_rows(library)
+    lib_vectors = np.asarray(library_vectors, dtype=np.float64)
     bounds = np.cumsum([0] + [len(m) for m in library.values()])
     columns = [DISEASES.index(d) for d in library]
-    for start in range(0, len(vectors), CHUNK):
-        rows = np.arange(start, min(start + CHUNK, len(vectors)))
-        sims = vectors[rows].astype(np.float64) @ lib_vectors.T
-        sims[rows[:, None] == lib_index[None, :]] = np.nan
+    reduce = np.nanmean if how == "mean" else np.nanmax
+    for start in range(0, len(rows), CHUNK):
+        block = slice(start, start + CHUNK)
+        sims = vectors[block].astype(np.float64) @ lib_vectors.T
+        sims[rows[block, None] == lib_index[None, :]] = np.nan
         for column, lo, hi in zip(columns, bounds[:-1], bounds[1:]):
-            block = sims[:, lo:hi]
-            valid = ~np.isnan(block).all(axis=1)
-            reduce = np.nanmean if how == "mean" else np.nanmax
-            out[rows[valid], column] = reduce(block[valid], axis=1)
+            part = sims[:, lo:hi]
+            valid = ~np.isnan(part).all(axis=1)
+            out[np.flatnonzero(valid) + start, column] = reduce(part[valid], axis=1)
     return np.round(out, 6)
 
 

@@ -176,7 +176,7 @@ def shard_key(jobs: Sequence[Job], imaging: dict[str, Any]) -> str:
 
 
 def shard_paths(folder: Path, index: int) -> tuple[Path, Path]:
-    stem = folder / f"images-{index:05d}"
+    stem = folder / artifacts.shard_name(index)
     return stem.with_suffix(".parquet"), stem.with_suffix(".json")
 
 

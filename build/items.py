@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from build import artifacts, config, decisions, distractors, subset
-from build.embedders import EmbeddingCache, embed_with_cache, make_embedder
+from build.embedders import Embedder, EmbeddingCache, embed_with_cache, make_embedder
 from build.options import arrange, seeded_rng
 from build.report import StageReport
 from spinebench import DISEASES, HEALTHY, LEVELS, QA, TASKS
@@ -67,10 +67,10 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     report = StageReport("items")
     images = pq.read_table(work / artifacts.RECORDS, columns=RECORD_COLUMNS).to_pylist()
     seed, settings = profile["seed"], profile["items"]
-    vectors, embedder_name = embed_images(work, images, embedder, batch_size, device)
     diseases = [image["disease"] for image in images]
     library = distractors.pick_library(diseases, settings["library_per_disease"], seed)
-    scores = distractors.disease_similarity(vectors, library, settings["similarity"])
+    scores, embedder_name = image_scores(work, images, library, settings["similarity"],
+                                         make_embedder(embedder, batch_size=batch_size, device=device), batch_size)
     context = distractors.Context.from_images(diseases, [i["modality"] for i in images],
                                               [i["region"] for i in images])
     quality = subset.quality([i["clarity"] for i in images], [i["contrast"] for i in images],
@@ -98,23 +98,51 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     return report
 
 
-def embed_images(work: Path, images: list[dict], spec: str, batch_size: int, device: str
-                 ) -> tuple[np.ndarray, str]:
-    """One L2-normalised vector per image, in `images` order (cached by pixel hash), and the embedder's name."""
-    embedder = make_embedder(spec, batch_size=batch_size, device=device)
-    cache = EmbeddingCache(work / "embeddings" / f"{_safe(embedder.name)}.parquet", embedder.name)
-    rows: dict[str, list[int]] = {}
+def image_scores(work: Path, images: list[dict], library: dict[str, np.ndarray], how: str, embedder: Embedder,
+                 batch_size: int) -> tuple[np.ndarray, str]:
+    """Each image's similarity to every disease's library (images x DISEASES), and the embedder's name.
+
+    Image shard by image shard, so only one shard's vectors and the library's are ever held: a first pass
+    embeds each shard (or finds it in its cache file, WORK/embeddings/<embedder>/images-NNNNN.parquet) and
+    keeps the library images' vectors; a second reads each shard's vectors back and scores them.
+    """
+    folder = work / "embeddings" / _safe(embedder.name)
+    shards: dict[int, list[int]] = {}
     for row, image in enumerate(images):
-        rows.setdefault(image["sha256"], []).append(row)
+        shards.setdefault(image["shard"], []).append(row)
+    members = distractors.library_rows(library)
+    library_vectors = np.empty((len(members), embedder.dim), dtype=np.float32)
+    position = {int(row): index for index, row in enumerate(members)}
+    for shard, rows in shards.items():
+        vectors = shard_vectors(work, folder, shard, [images[row]["sha256"] for row in rows], embedder, batch_size)
+        for local, row in enumerate(rows):
+            if row in position:
+                library_vectors[position[row]] = vectors[local]
+    scores = np.empty((len(images), len(DISEASES)))
+    for shard, rows in shards.items():
+        cache = EmbeddingCache(folder / f"{artifacts.shard_name(shard)}.parquet", embedder.name)
+        found = cache.get_many(images[row]["sha256"] for row in rows)
+        vectors = np.stack([found[images[row]["sha256"]] for row in rows])
+        scores[rows] = distractors.disease_similarity(vectors, np.array(rows), library, library_vectors, how)
+    return scores, embedder.name
+
+
+def shard_vectors(work: Path, folder: Path, shard: int, shas: list[str], embedder: Embedder, batch_size: int
+                  ) -> np.ndarray:
+    """The vectors of one image shard's images (rows in `shas` order), embedding only what its cache lacks."""
+    cache = EmbeddingCache(folder / f"{artifacts.shard_name(shard)}.parquet", embedder.name)
+    rows: dict[str, list[int]] = {}
+    for row, sha in enumerate(shas):
+        rows.setdefault(sha, []).append(row)
 
     def pixels():  # a few rows at a time: whole shards of PNG bytes would fragment the heap for good
-        for shard in sorted((work / artifacts.IMAGES_DIR).glob("images-*.parquet")):
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=64, columns=["sha256", "png"]):
-                yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+        images = pq.ParquetFile(work / artifacts.IMAGES_DIR / f"{artifacts.shard_name(shard)}.parquet")
+        for batch in images.iter_batches(batch_size=64, columns=["sha256", "png"]):
+            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
 
     vectors = embed_with_cache(embedder, cache, pixels(), rows, batch_size)
     cache.save()
-    return vectors, embedder.name
+    return vectors
 
 
 def _safe(name: str) -> str:

@@ -7,6 +7,12 @@ from build import distractors
 from spinebench import DISEASES, HEALTHY
 
 
+def similarity(vectors, library, how):
+    """Every image against the library, the way items feeds it block by block."""
+    lib = vectors[distractors.library_rows(library)]
+    return distractors.disease_similarity(vectors, np.arange(len(vectors)), library, lib, how)
+
+
 def unit(v):
     v = np.asarray(v, dtype=np.float32)
     return v / np.linalg.norm(v)
@@ -26,7 +32,7 @@ def toy():
 def test_nearest_disease_ranks_first(toy, how):
     labels, vectors = toy
     library = distractors.pick_library(labels, 200, seed=0)
-    scores = distractors.disease_similarity(vectors, library, how)
+    scores = similarity(vectors, library, how)
     context = distractors.Context.from_images(labels, ["X-ray"] * 12, ["lumbar"] * 12)
     chosen = distractors.choose("Disc space narrowing", ["Disc space narrowing"], scores[0], "X-ray", "lumbar",
                                 context, exclude_present=False, modality_aware=False)
@@ -38,7 +44,7 @@ def test_nearest_disease_ranks_first(toy, how):
 def test_an_image_does_not_count_itself(toy):
     labels, vectors = toy
     library = {"Osteophytes": np.array([3])}  # only image 3 in the library
-    scores = distractors.disease_similarity(vectors, library, "mean")
+    scores = similarity(vectors, library, "mean")
     assert np.isnan(scores[3, DISEASES.index("Osteophytes")])
     assert scores[4, DISEASES.index("Osteophytes")] == pytest.approx(float(vectors[4] @ vectors[3]), abs=1e-6)
 
@@ -57,7 +63,7 @@ def test_clinical_never_offers_present_and_prefers_same_modality(toy):
     vectors = np.vstack([vectors, unit([1, 0.05, 0])])  # looks like Disc space narrowing but is MRI
     modalities = ["X-ray"] * 12 + ["MRI"]
     context = distractors.Context.from_images(labels, modalities, ["lumbar"] * 13)
-    scores = distractors.disease_similarity(vectors, distractors.pick_library(labels, 200, 0), "max")
+    scores = similarity(vectors, distractors.pick_library(labels, 200, 0), "max")
     present = ["Disc space narrowing", "Osteophytes"]
     paper = distractors.choose("Disc space narrowing", present, scores[0], "X-ray", "lumbar", context, False, False)
     clinical = distractors.choose("Disc space narrowing", present, scores[0], "X-ray", "lumbar", context, True, True)
@@ -67,3 +73,13 @@ def test_clinical_never_offers_present_and_prefers_same_modality(toy):
     assert clinical[0] == "Vertebral collapse" and "Spinal canal stenosis" not in clinical
     assert context.ruled_out_by_modality("Spinal canal stenosis", "X-ray")
     assert not context.ruled_out_by_modality(HEALTHY, "MRI")
+
+
+def test_a_block_scores_as_it_would_among_all_images(toy, monkeypatch):
+    labels, vectors = toy
+    library = distractors.pick_library(labels, 2, seed=0)
+    whole = similarity(vectors, library, "mean")
+    lib = vectors[distractors.library_rows(library)]
+    monkeypatch.setattr(distractors, "CHUNK", 2)  # blocks inside the call, too
+    block = distractors.disease_similarity(vectors[5:11], np.arange(5, 11), library, lib, "mean")
+    assert np.array_equal(block, whole[5:11], equal_nan=True)
