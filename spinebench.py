@@ -143,9 +143,9 @@ def _work_rows(config: SpineBenchConfig, work: Path):
     import pyarrow.parquet as pq
 
     pointer = _pointer_sources() if config.public else set()
-    items = pq.read_table(work / QA).to_pylist()
+    batches = pq.ParquetFile(work / QA).iter_batches(batch_size=1024)  # a batch of items in memory, not all
     shard, pixels = None, {}
-    for item in items:
+    for item in (item for batch in batches for item in batch.to_pylist()):
         if item["task"] not in config.tasks or item["review"] == "reject" or (config.mini and not item["mini"]):
             continue
         if item["source"] in pointer:

@@ -34,6 +34,8 @@ HELP = "materialise the four configurations into a Hub folder (Parquet, card, fi
 STORED = ("diagnosis", "localization", "mini")  # configurations with files of their own
 MAX_SHARD = "400MB"
 STAGING_PREFIX = ".spinebench."
+CARD_COLUMNS = ["task", "image_id", "question", "options", "answer", "disease", "present", "source", "modality",
+                "region", "view", "shard", "mini", "review"]  # what the card and the figures read of qa.parquet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +65,7 @@ def export(work: Path, out: Path, public: bool = False) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         infos = write_configs(work, staging, public)
-        everything = pq.read_table(work / QA).to_pylist()
+        everything = pq.read_table(work / QA, columns=CARD_COLUMNS).to_pylist()
         qa = [item for item in everything if item["review"] != "reject"]
         build_info = {
             "profile": profile["name"],

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from build import artifacts  # noqa: E402
 from spinebench import DISEASES, LETTERS, SOURCES, TASKS  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # keeps the files byte-identical across runs
@@ -94,6 +95,7 @@ def examples(qa: list[dict], work: Path, path: Path) -> Path:
 
 
 def _pixels(work: Path, item: dict) -> Image.Image:
-    table = pq.read_table(work / "images" / f"images-{item['shard']:05d}.parquet", columns=["image_id", "png"],
+    table = pq.read_table(work / artifacts.IMAGES_DIR / f"{artifacts.shard_name(item['shard'])}.parquet",
+                          columns=["image_id", "png"],
                           filters=[("image_id", "=", item["image_id"])])
     return Image.open(io.BytesIO(table.column("png")[0].as_py())).convert("L")
