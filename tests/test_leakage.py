@@ -272,7 +272,7 @@ def test_allowed_ids_are_exactly_the_published_ids(built):
 
 
 def test_image_pngs_carry_no_metadata_chunks(built):
-    for path in [*built.work.rglob("images-*.parquet"), *built.hub.rglob("data/*/*.parquet")]:
+    for path in [*(built.work / "images").glob("images-*.parquet"), *built.hub.rglob("data/*/*.parquet")]:
         table = pq.read_table(path)
         column = "png" if "png" in table.column_names else "image"
         for value in table.column(column).to_pylist():
