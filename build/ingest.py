@@ -125,8 +125,9 @@ def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources
     with artifacts.parquet_writer(work / artifacts.RECORDS, RECORDS_SCHEMA) as records:
         for index, sidecar in enumerate(standardize_shards(jobs(), work / artifacts.IMAGES_DIR,
                                                            profile["imaging"], workers)):
-            shard = [labelled.popleft() for _ in range(len(sidecar["images"]) + len(sidecar["rejected"]))]
-            rows = records_rows(shard, index, sidecar, seen_pixels, images)
+            jobs_in_shard = len(sidecar["images"]) + len(sidecar["rejected"])  # each job: an image or a reason
+            in_shard = [labelled.popleft() for _ in range(jobs_in_shard)]
+            rows = records_rows(in_shard, index, sidecar, seen_pixels, images)
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
     report.absorb(images)
     artifacts.write_json(work / artifacts.PROFILE, {"profile": profile["name"]})

@@ -120,17 +120,20 @@ def image_scores(work: Path, images: list[dict], library: dict[str, np.ndarray],
                 library_vectors[position[row]] = vectors[local]
     scores = np.empty((len(images), len(DISEASES)))
     for shard, rows in shards.items():
-        cache = EmbeddingCache(folder / f"{artifacts.shard_name(shard)}.parquet", embedder.name)
-        found = cache.get_many(images[row]["sha256"] for row in rows)
+        found = _shard_cache(folder, shard, embedder).get_many(images[row]["sha256"] for row in rows)
         vectors = np.stack([found[images[row]["sha256"]] for row in rows])
         scores[rows] = distractors.disease_similarity(vectors, np.array(rows), library, library_vectors, how)
     return scores, embedder.name
 
 
+def _shard_cache(folder: Path, shard: int, embedder: Embedder) -> EmbeddingCache:
+    return EmbeddingCache(folder / f"{artifacts.shard_name(shard)}.parquet", embedder.name)
+
+
 def shard_vectors(work: Path, folder: Path, shard: int, shas: list[str], embedder: Embedder, batch_size: int
                   ) -> np.ndarray:
     """The vectors of one image shard's images (rows in `shas` order), embedding only what its cache lacks."""
-    cache = EmbeddingCache(folder / f"{artifacts.shard_name(shard)}.parquet", embedder.name)
+    cache = _shard_cache(folder, shard, embedder)
     rows: dict[str, list[int]] = {}
     for row, sha in enumerate(shas):
         rows.setdefault(sha, []).append(row)

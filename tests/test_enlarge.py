@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,8 @@ from PIL import Image
 from pydicom.uid import MRImageStorage, RLELossless
 from tiny_dicoms import write_tiny_dicom
 
+from benchmarks.enlarge import enlarged_copy
 from build.imaging import standardize_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.enlarge import enlarged_copy  # noqa: E402
 
 
 def test_images_grow_in_their_own_format_and_the_rest_is_copied(tmp_path: Path) -> None:
