@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from build import artifacts, config
 from build.imaging import ImageError, StandardImage, standardize_file
+from build.errors import BuildError
 from build.labels import Dropped, Labelled, LabelMap
 from build.records import SourceRecord
 from build.report import StageReport
@@ -68,19 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", type=Path, required=True, help="folder holding buu/ csxa/ rsna/ vindr/")
     parser.add_argument("--work", type=Path, required=True, help="work folder for the build's artifacts")
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="sources to read")
     add_shard_rows(parser)
 
 
 def add_shard_rows(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shard-rows", type=int, help="images per image shard (default: the profile's)")
+    parser.add_argument("--shard-rows", type=config.positive, help="images per image shard (default: the profile's)")
 
 
 def profile_with(name: str, shard_rows: int | None) -> dict[str, Any]:
     """The named profile, with the shard size overridden when asked (it changes no output pixel)."""
     profile = config.profile(name)
-    if shard_rows:
+    if shard_rows is not None:
         profile["imaging"] = {**profile["imaging"], "shard_rows": shard_rows}
     return profile
 
@@ -109,7 +110,33 @@ class Job:
 
 def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources: Iterable[str] = SOURCES
            ) -> StageReport:
-    """Run the whole stage; returns the report it also writes to WORK/ingest_report.json."""
+    """Run the whole stage; returns the report it also writes to WORK/ingest_report.json.
+
+    Everything is checked before the first write; the new shards, records and report are written into
+    staging and replace the previous ones only when the stage has completed (see artifacts.Staging).
+    """
+    check_settings(raw, profile, workers)
+    with artifacts.locked(work):
+        artifacts.remove_stale_temps(work)
+        stage = artifacts.Staging(work, COMMAND, resume=True)  # a killed run's finished shards are reused
+        stage.link_previous(artifacts.IMAGES_DIR)  # and so are the previous build's
+        report = _ingest(raw, stage, profile, workers, sources)
+        stage.commit()
+    return report
+
+
+def check_settings(raw: Path, profile: dict[str, Any], workers: int) -> None:
+    """Raise BuildError (a ConfigError for the configs) for anything that would make the stage fail later."""
+    config.load_all()
+    config.check_profile(profile)
+    if workers < 1:
+        raise BuildError(f"workers must be at least 1, not {workers}")
+    if not raw.is_dir():
+        raise BuildError(f"raw folder {raw} not found: give the folder holding {'/ '.join(SOURCES)}/")
+
+
+def _ingest(raw: Path, stage: artifacts.Staging, profile: dict[str, Any], workers: int, sources: Iterable[str]
+            ) -> StageReport:
     report = StageReport("ingest")  # the readers' and label map's, written by the pool's feeder thread
     images = StageReport("ingest")  # the shards' and records', written by this thread: the order is fixed
     labelled: deque[tuple[SourceRecord, Labelled]] = deque()  # read, not yet joined with their shard
@@ -122,17 +149,17 @@ def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources
                       record.frame, HEADER_FACTS.get(record.source))
 
     seen_pixels: dict[str, str] = {}
-    with artifacts.parquet_writer(work / artifacts.RECORDS, RECORDS_SCHEMA) as records:
-        for index, sidecar in enumerate(standardize_shards(jobs(), work / artifacts.IMAGES_DIR,
+    with artifacts.parquet_writer(stage / artifacts.RECORDS, RECORDS_SCHEMA) as records:
+        for index, sidecar in enumerate(standardize_shards(jobs(), stage / artifacts.IMAGES_DIR,
                                                            profile["imaging"], workers)):
             jobs_in_shard = len(sidecar["images"]) + len(sidecar["rejected"])  # each job: an image or a reason
             in_shard = [labelled.popleft() for _ in range(jobs_in_shard)]
             rows = records_rows(in_shard, index, sidecar, seen_pixels, images)
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
     report.absorb(images)
-    artifacts.write_json(work / artifacts.PROFILE, {"profile": profile["name"]})
+    artifacts.write_json(stage / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
-    report.write(work / "ingest_report.json")
+    report.write(stage / "ingest_report.json")
     return report
 
 
@@ -281,6 +308,7 @@ def write_shard(folder: Path, index: int, key: str, results: list[tuple[Job, Sta
         schema=SHARD_SCHEMA,
     )
     parquet, sidecar_path = shard_paths(folder, index)
+    sidecar_path.unlink(missing_ok=True)  # never an old sidecar beside new pixels, should this run be killed
     artifacts.write_parquet(parquet, table, row_group_size=100, compression=SHARD_COMPRESSION)
     sidecar = {
         "key": key,

@@ -1,7 +1,8 @@
 """Run every stage: ingest -> items -> export, with work artifacts in OUT/work and the Hub folder in
 OUT/spinebench. Each stage resumes from what is already finished. Ends by writing OUT/SHA256SUMS (one line
 per output file, `sha256sum -c` format): two builds from the same inputs and seed have the same file.
-Exit code as `ingest`: 0, or 3 when some input was rejected (see OUT/work/ingest_report.json).
+Exit code as `ingest`: 0, or 3 when some input was rejected (see OUT/work/ingest_report.json); 2 before
+anything is written for a bad configuration, or when another build is writing OUT.
 
     python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public]
 """
@@ -12,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from build import export, hubcheck, ingest, items
+from build import artifacts, config, export, hubcheck, ingest, items
 from build.checksums import write_checksums
 
 COMMAND = "run"
@@ -24,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (work/ and spinebench/ inside)")
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
     parser.add_argument("--embedder", default="fallback", help="'fallback' or a SigLIP2 Hub id / local path")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    parser.add_argument("--batch-size", type=config.positive, default=32, help="images per embedding batch")
     parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")
     parser.add_argument("--public", action="store_true", help="pointer sources without pixels")
     ingest.add_shard_rows(parser)
@@ -35,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     work = args.out / "work"
     profile = ingest.profile_with(args.profile, args.shard_rows)
+    ingest.check_settings(args.raw, profile, args.workers)  # every stage's settings, before the first write
+    with artifacts.locked(args.out):  # a second `run` into OUT stops here, with a message
+        artifacts.remove_stale_temps(args.out, recursive=False)  # OUT may hold RAW: never look there
+        return _run(args, work, profile)
+
+
+def _run(args: argparse.Namespace, work: Path, profile: dict) -> int:
     ingested = ingest.ingest(args.raw, work, profile, args.workers)
     print(ingested.summary(f"{sum(ingested.counts.get('images', {}).values())} images"))
     review = args.review or work / items.DECISIONS
