@@ -245,32 +245,36 @@ def describe(model: type[BaseModel], problem: dict[str, Any]) -> str:
 
 
 def fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """The keys the schema allows at `loc` (a path of keys through nested models and dicts)."""
+    """The keys the schema allows at `loc` (a path of keys and list indexes through models, lists and dicts)."""
     kind: Any = model
     for part in loc:
-        kind = _model_in(kind)
-        if kind is None:
-            return []
+        kind = _inside(kind, part)
+    kind = _unwrap(kind)
+    return list(kind.model_fields) if _is_model(kind) and not issubclass(kind, RootModel) else []
+
+
+def _inside(kind: Any, part: str) -> Any:
+    """The annotation one step below `kind`: a model's field, a list's item, a dict's value."""
+    kind = _unwrap(kind)
+    if _is_model(kind):
         if issubclass(kind, RootModel):
-            kind = typing.get_args(kind.model_fields["root"].annotation)[-1]  # dict[str, Model]: the value
-        elif part in kind.model_fields:
-            kind = kind.model_fields[part].annotation
-        else:
-            return []
-    kind = _model_in(kind)
-    return list(kind.model_fields) if kind is not None and not issubclass(kind, RootModel) else []
-
-
-def _model_in(kind: Any) -> type[BaseModel] | None:
-    """The model inside an annotation such as `Model`, `Model | None` or `Annotated[Model, ...]`."""
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        return kind
-    if typing.get_origin(kind) in (Union, types.UnionType, Annotated):
-        for arg in typing.get_args(kind):
-            found = _model_in(arg)
-            if found is not None:
-                return found
+            return _inside(kind.model_fields["root"].annotation, part)
+        return kind.model_fields[part].annotation if part in kind.model_fields else None
+    if typing.get_origin(kind) in (list, dict):
+        return typing.get_args(kind)[-1]
     return None
+
+
+def _unwrap(kind: Any) -> Any:
+    """`Model | None` and `Annotated[X, ...]` -> the model or container inside."""
+    while typing.get_origin(kind) in (Union, types.UnionType, Annotated):
+        args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        kind = args[0]
+    return kind
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
 def positive(text: str) -> int:
