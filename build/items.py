@@ -46,17 +46,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not (args.work / artifacts.PROFILE).is_file():
+        raise BuildError(f"{args.work / artifacts.PROFILE} not found: run `python -m build ingest` first")
     ingested = artifacts.read_json(args.work / artifacts.PROFILE)["profile"]
     profile = config.profile(args.profile or ingested)
     if profile["name"] != ingested:
         print(f"note: labels were mapped with profile {ingested!r} at ingest; rerun ingest to change them")
-    review = args.review or (args.work / DECISIONS)
     report = make_items(args.work, profile, args.embedder, args.batch_size, args.device,
-                        review if review.exists() else None)
+                        review_file(args.work, args.review))
     tasks = report.counts["items"]
     print(report.summary(f"{tasks.get('diagnosis', 0)} diagnosis + {tasks.get('localization', 0)} localization"
                          f" items, mini {sum(report.counts['mini'].values())}"))
     return 0
+
+
+def review_file(work: Path, given: Path | None) -> Path | None:
+    """The decisions to apply: `given` (which must exist: a mistyped path would drop every decision
+    silently), else WORK/review/decisions.jsonl if there is one."""
+    if given is not None and not given.is_file():
+        raise BuildError(f"review decisions {given} not found")
+    default = work / DECISIONS
+    return given or (default if default.exists() else None)
 
 
 RECORD_COLUMNS = ["image_id", "source", "patient_id", "modality", "region", "view", "path", "frame", "disease",

@@ -37,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
     work = args.out / "work"
     profile = ingest.profile_with(args.profile, args.shard_rows)
     ingest.check_settings(args.raw, profile, args.workers)  # every stage's settings, before the first write
+    items.review_file(work, args.review)
     with artifacts.locked(args.out):  # a second `run` into OUT stops here, with a message
         artifacts.remove_stale_temps(args.out, recursive=False)  # OUT may hold RAW: never look there
         return _run(args, work, profile)
@@ -45,9 +46,8 @@ def main(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, work: Path, profile: dict) -> int:
     ingested = ingest.ingest(args.raw, work, profile, args.workers)
     print(ingested.summary(f"{sum(ingested.counts.get('images', {}).values())} images"))
-    review = args.review or work / items.DECISIONS
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
-                              review if review.exists() else None)
+                              items.review_file(work, args.review))
     print(report.summary(f"{sum(report.counts['items'].values())} items"))
     folder = export.export(work, args.out, args.public)
     result = hubcheck.check(folder)

@@ -101,6 +101,15 @@ def test_an_impossible_option_is_a_usage_error(argv, message, tmp_path, capsys):
     assert exited.value.code == USAGE_EXIT and message in capsys.readouterr().err
 
 
+def test_a_mistyped_review_file_stops_the_run_instead_of_dropping_every_decision(built, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert build_main(["run", "--raw", str(built.raw), "--out", str(out), "--review", "decisons.jsonl"]) == 2
+    assert "review decisions decisons.jsonl not found" in capsys.readouterr().err
+    assert not out.exists()
+    assert build_main(["items", "--work", str(out / "work")]) == 2
+    assert "profile.json not found: run `python -m build ingest` first" in capsys.readouterr().err
+
+
 def test_library_stages_refuse_what_they_cannot_finish(built, tmp_path):
     with pytest.raises(BuildError, match="workers must be at least 1"):
         ingest.ingest(built.raw, tmp_path / "w", config.profile("paper"), workers=0)
