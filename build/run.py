@@ -1,9 +1,11 @@
 """Run every stage: ingest -> items -> export, with work artifacts in OUT/work and the Hub folder in
 OUT/spinebench. Each stage resumes from what is already finished. Ends by writing OUT/SHA256SUMS (one line
 per output file, `sha256sum -c` format): two builds from the same inputs and seed have the same file.
-Exit code as `ingest`: 0, or 3 when some input was rejected (see OUT/work/ingest_report.json).
+Exit code as `ingest`: 0, 3 when some input was rejected (see OUT/work/ingest_report.json), 4 when a
+source is missing, misconfigured, failed or gave no image (before anything is written when it is known
+up front; otherwise after the build, which is then incomplete).
 
-    python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public]
+    python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public] [--sources S..]
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")
     parser.add_argument("--public", action="store_true", help="pointer sources without pixels")
+    ingest.add_sources(parser)
     ingest.add_shard_rows(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     work = args.out / "work"
     profile = ingest.profile_with(args.profile, args.shard_rows)
-    ingested = ingest.ingest(args.raw, work, profile, args.workers)
-    print(ingested.summary(f"{sum(ingested.counts.get('images', {}).values())} images"))
+    try:
+        ingested = ingest.ingest(args.raw, work, profile, args.workers, args.sources)
+    except ingest.SourceError as error:
+        return ingest.source_failure(error)
+    print(ingested.summary(ingest.headline(ingested, args.sources)))
     review = args.review or work / items.DECISIONS
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
                               review if review.exists() else None)
