@@ -431,11 +431,13 @@ RECORDS_SCHEMA = pa.schema(
 )
 
 
-def check_points(record: SourceRecord, width: int, height: int, report: StageReport) -> None:
+def check_points(record: SourceRecord, width: int, height: int, report: StageReport,
+                 release: Release | None = None) -> None:
     """Warn about annotation points outside the stored image (x is the column); the finding is kept."""
     for point in record.points:
         if not (0 <= point.x <= width and 0 <= point.y <= height):
-            report.warn(record.source, point.file, f"point x={point.x}, y={point.y} lies outside the "
+            shown = release.shown(point.file) if release else point.file
+            report.warn(record.source, shown, f"point x={point.x}, y={point.y} lies outside the "
                                                    f"{width}x{height} slice {Path(record.path).name} (its "
                                                    "stored Columns x Rows); finding kept", row=point.row)
 
@@ -454,9 +456,10 @@ def records_rows(labelled: list[tuple[SourceRecord, Labelled]], shard: int, side
             continue
         image = figures[record.image_id]
         record = replace(record, **image["facts"])
-        check_points(record, image["source_width"], image["source_height"], report)
+        release = releases[record.source] if releases else None
+        check_points(record, image["source_width"], image["source_height"], report, release)
         if image["sha256"] in seen_pixels:
-            shown = releases[record.source].shown(record.path) if releases else record.path
+            shown = release.shown(record.path) if release else record.path
             report.warn(record.source, shown, f"same pixels as {seen_pixels[image['sha256']]} (kept: ids differ)")
         seen_pixels.setdefault(image["sha256"], record.image_id)
         report.count("images", record.source)

@@ -103,7 +103,7 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
         source="rsna", image_key="4003253/702807833/8", patient_id="4003253", modality="MRI", region="lumbar",
         view="Sagittal T2/STIR", path="train_images/4003253/702807833/8.dcm",
         findings=tuple(Finding(CANAL, level, "Moderate" if level == "L4/L5" else NM) for level in LEVELS),
-        points=tuple(Point(f"{RELEASE}/train_label_coordinates.csv", line, 1.5, 0.25) for line in range(2, 7)),
+        points=tuple(Point("train_label_coordinates.csv", line, 1.5, 0.25) for line in range(2, 7)),
     )
     assert [(r.view, r.findings) for r in records[1:]] == [
         ("Sagittal T1", (Finding(LEFT_NFN, "L4/L5", NM),)),
@@ -132,7 +132,7 @@ def test_root_nested_twice(tmp_path: Path) -> None:
     records, report = read(tmp_path)
     assert len(records) == 7 and not report.rejected
     assert records[0].path == "train_images/4003253/702807833/8.dcm"  # relative to the release root
-    assert records[0].points[0].file == f"{RELEASE}/{RELEASE}/train_label_coordinates.csv"
+    assert records[0].points[0].file == "train_label_coordinates.csv"
 
 
 def test_missing_dicom_is_rejected_with_its_path(tmp_path: Path) -> None:

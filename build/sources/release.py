@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from build.report import StageReport
@@ -49,20 +49,28 @@ class Release:
 
     @property
     def layout(self) -> str:
-        return "zip" if self.archive else "folder"
+        """zip, folder, or folder + the zips beside its files (read as if unzipped in place)."""
+        if self.archive:
+            return "zip"
+        zips = _beside(self.folder / self.root)
+        return f"folder + {', '.join(Path(z).name for z in zips)}" if zips else "folder"
 
     def shown(self, rel: str = "") -> str:
-        """`rel` as reports name it: relative to RAW/<source>, posix; "." for the source folder itself."""
-        parts = [part for part in (self.archive, self.root, rel) if part]
-        return "/".join(parts) or "."
+        """`rel` as reports name it: relative to RAW/<source>, posix; "." for the source folder itself. A
+        member of a zip beside the files is named through the zip (`CSXA/datasets-PNG.zip/...`)."""
+        archive = self.archive
+        if archive is None and rel:
+            beside = self._beside(rel)
+            if beside is not None:
+                archive = Path(beside).relative_to(self.folder).as_posix()
+                return f"{archive}/{rel}"
+        return "/".join(part for part in (archive, self.root, rel) if part) or "."
 
     # --- files ---------------------------------------------------------------------------------------
 
     def path(self, rel: str) -> Path | None:
         """The file on disk, or None when it lives inside a zip."""
-        if self.archive or _through_zip(self.folder / self.root, rel):
-            return None
-        return self.folder / self.root / rel
+        return None if self._member(rel)[0] else self.folder / self.root / rel
 
     def problem(self, rel: str) -> str | None:
         """Why `rel` may not be read (a symlink leading outside RAW/<source>, a loop), or None."""
@@ -79,29 +87,32 @@ class Release:
         archive, member = self._member(rel)
         if archive is None:
             return (self.folder / self.root / rel).is_dir()
-        return member.rstrip("/") in _index(archive).folders
+        return member in _index(archive).folders
 
     def names(self, rel: str = "") -> list[str]:
-        """Entry names directly inside folder `rel`, sorted; [] when it is not a folder."""
-        archive, member = self._member(rel)
-        if archive is None:
-            try:
-                return sorted(entry.name for entry in os.scandir(self.folder / self.root / rel))
-            except OSError:
-                return []
-        return sorted(_index(archive).children.get(member.rstrip("/"), ()))
+        """Entry names directly inside folder `rel`, sorted; [] when it is not a folder. In a folder
+        release, the zips beside the files count as unzipped in place (their own names are left out)."""
+        if self.archive:
+            return sorted(_index(self.folder / self.archive).children.get(self._member(rel)[1], ()))
+        try:
+            found = {entry.name for entry in os.scandir(self.folder / self.root / rel)}
+        except OSError:
+            found = set()
+        zips = _beside(self.folder / self.root)
+        if not rel:
+            found -= {Path(path).name for path in zips}
+        for path in zips:
+            found |= _index(Path(path)).children.get(rel, set())
+        return sorted(found)
 
     def files(self, rel: str = "") -> Iterator[str]:
-        """Every file below folder `rel` (release-relative, sorted per folder); a zip file in a folder release
-        is entered as a folder. Symlinks that lead outside RAW/<source> are skipped (readers meet and report
-        them where a file is expected)."""
+        """Every file below folder `rel` (release-relative, sorted per folder). Symlinks that lead outside
+        RAW/<source> are skipped (readers meet and report them where a file is expected)."""
         for name in self.names(rel):
             child = f"{rel}/{name}" if rel else name
             if self.is_dir(child):
                 if self.problem(child) is None:
                     yield from self.files(child)
-            elif name.lower().endswith(ZIP) and not self.archive and self.path(child) is not None:
-                yield from self.files(child)
             else:
                 yield child
 
@@ -125,17 +136,36 @@ class Release:
         """(zip file, member name) for a path inside a zip, else (None, "")."""
         if self.archive:
             return self.folder / self.archive, "/".join(p for p in (self.root, rel) if p)
-        split = _through_zip(self.folder / self.root, rel)
-        return split or (None, "")
+        beside = self._beside(rel)
+        return (Path(beside), rel) if beside else (None, "")
+
+    def _beside(self, rel: str) -> str | None:
+        """The zip beside the files that holds `rel`, when `rel` is not on disk."""
+        zips = _beside(self.folder / self.root)
+        if not zips or os.path.lexists(self.folder / self.root / rel):
+            return None
+        index = (_index(Path(path)) for path in zips)
+        return next((path for path, found in zip(zips, index) if rel in found.files or rel in found.folders),
+                    None)
 
 
-def _through_zip(base: Path, rel: str) -> tuple[Path, str] | None:
-    """(zip file, member) when a component of `rel` (not the last) is a zip file under `base`."""
-    parts = PurePosixPath(rel).parts
-    for i, part in enumerate(parts[:-1]):
-        if part.lower().endswith(ZIP) and (base.joinpath(*parts[: i + 1])).is_file():
-            return base.joinpath(*parts[: i + 1]), "/".join(parts[i + 1:])
-    return None
+@lru_cache(maxsize=64)
+def _beside_cached(root: str, stamp: float) -> tuple[str, ...]:
+    try:
+        return tuple(sorted(entry.path for entry in os.scandir(root)
+                            if entry.name.lower().endswith(ZIP) and entry.is_file()
+                            and zipfile.is_zipfile(entry.path)))
+    except OSError:
+        return ()
+
+
+def _beside(root: Path) -> tuple[str, ...]:
+    """The zip archives directly in a folder release's root (CSXA's two zips next to its workbook)."""
+    try:
+        stamp = root.stat().st_mtime
+    except OSError:
+        return ()
+    return _beside_cached(str(root), stamp)
 
 
 # --- zip archives ----------------------------------------------------------------------------------------
@@ -228,7 +258,11 @@ def _search_folder(folder: Path, rel: str, depth: int, signature: Signature, res
         return
     if depth >= MAX_DEPTH:
         return
-    for name in candidate.names():
+    try:
+        names = sorted(entry.name for entry in os.scandir(here))
+    except OSError:
+        return
+    for name in names:
         child = f"{rel}/{name}" if rel else name
         path = folder / child
         if name.startswith("."):

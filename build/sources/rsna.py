@@ -113,7 +113,7 @@ def _point(row: dict[str, str], shown: str, line: int, report: StageReport) -> P
     except ValueError:
         x = y = math.nan
     if math.isfinite(x) and math.isfinite(y):
-        return Point(shown, line, x, y)
+        return Point(MARKER, line, x, y)
     report.warn(SOURCE, shown, f"point x={row['x']!r}, y={row['y']!r} is not a pair of numbers; finding kept",
                 row=line)
     return None
