@@ -234,15 +234,21 @@ def _findings(shown: str, problem: str, table: _Table, columns: dict[str, str | 
     lines += [f"  sheet {sheet!r}: columns {header}" for sheet, header in table.sheets.items()]
     if not table.sheets:
         lines.append(f"  columns {table.header}")
+    names = set(images) | {PurePosixPath(path).name for path in images.values()}
+    by_column: dict[str, int] = {}
     for column in table.header:
         values = Counter(values[column] for _, _, values in table.rows if values.get(column, "") != "")
-        if 2 <= len(values) <= MAX_CLASS_VALUES and column != columns.get("key"):
+        by_column[column] = len(names & set(values))
+        unique = len(values) == len(table.rows) > 3  # ids, comments: no class
+        if 2 <= len(values) <= MAX_CLASS_VALUES and not unique and column != columns.get("key"):
             shown_values = ", ".join(f"{value!r} ({n})" for value, n in values.most_common(SHOWN_VALUES))
             lines.append(f"  candidate class column {column!r}: {shown_values}")
-    names = set(images) | {PurePosixPath(path).name for path in images.values()}
-    matched = len(names & set(rows))
-    lines.append(f"  image ids matched: {matched} of {len(images)} images ({spec.images}); keys look like "
-                 f"{sorted(rows)[:3]}, image stems like {sorted(images)[:3]}")
+    matching = ", ".join(f"{c!r} {n}" for c, n in sorted(by_column.items(), key=lambda kv: -kv[1]) if n)
+    first = table.header[0] if table.header else None
+    samples = [values.get(first, "") for _, _, values in table.rows[:3]] if first else []
+    lines.append(f"  image ids matched: {len(names & set(rows))} of {len(images)} images ({spec.images}) by the "
+                 f"key column; by any column: {matching or 'none'}; image stems look like "
+                 f"{sorted(images)[:3]}, column {first!r} like {samples}")
     lines += [
         f"Set in {CONFIG}:",
         "  metadata.key: <the column holding the image stem or file name>",
