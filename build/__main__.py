@@ -12,6 +12,7 @@ from build.cli import command_parser
 COMMAND_MODULES = (
     "build.replicas",
     "build.standardize",
+    "build.inventory",
     "build.ingest",
     "build.items",
     "build.export",
