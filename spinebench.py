@@ -56,7 +56,7 @@ FEATURES = datasets.Features(
         "severity": datasets.Value("string"),
         "question_id": datasets.Value("string"),
         "image_sha256": datasets.Value("string"),  # sha256 of the standardized pixels (see build/imaging.py)
-        "image_path": datasets.Value("string"),  # the file in the raw release: <source>/<path inside it>
+        "image_path": datasets.Value("string"),  # <source>/<path inside the release root>, any download layout
         "image_frame": datasets.Value("int32"),
     }
 )
@@ -132,9 +132,11 @@ class SpineBench(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, folder: Path):
         rows = _published_rows(self.config) if self.config.published else _work_rows(self.config, folder)
+        releases: dict[str, object] = {}  # source -> its release in the user's download, found once
         for row in rows:
             if row["image"] is None and self.config.published:
-                row["image"] = {"bytes": _rehydrate(folder, Path(self.config.published), row), "path": None}
+                row["image"] = {"bytes": _rehydrate(folder, Path(self.config.published), row, releases),
+                                "path": None}
             yield row["id"], {name: row[name] for name in FEATURES}
 
 
@@ -174,16 +176,25 @@ def _pointer_sources() -> set[str]:
         return {name for name, entry in yaml.safe_load(handle).items() if entry["redistribution"] != "embed"}  # fail closed
 
 
-def _rehydrate(raw: Path, published: Path, row: dict) -> bytes:
-    """Standardize the row's raw file exactly as the build did and check it is the same image."""
+def _rehydrate(raw: Path, published: Path, row: dict, releases: dict) -> bytes:
+    """Standardize the row's raw file exactly as the build did and check it is the same image.
+
+    `image_path` is `<source>/<path inside the release root>`: the root is found by its signature in
+    raw/<source> (any depth, unzipped or still zipped), so any layout of the same release rebuilds the row.
+    """
     import json
 
     from build.imaging import standardize_file
+    from build.sources import find
 
+    source, inside = row["image_path"].split("/", 1)
+    if source not in releases:
+        releases[source] = find(source, raw / source)
+    release = releases[source]
     imaging = json.loads((published / BUILD_INFO).read_text(encoding="utf-8"))["imaging"]
-    image = standardize_file(raw / row["image_path"], frame=row["image_frame"], max_side=imaging["max_side"],
+    image = standardize_file(release.pixels(inside), frame=row["image_frame"], max_side=imaging["max_side"],
                              percentile_window=tuple(imaging["percentile_window"]))
     if image.sha256 != row["image_sha256"]:
-        raise ValueError(f"{raw / row['image_path']}: pixels differ from the published image "
+        raise ValueError(f"{raw / source / release.shown(inside)}: pixels differ from the published image "
                          f"(sha256 {image.sha256[:12]} != {row['image_sha256'][:12]}); another release version?")
     return image.png

@@ -13,6 +13,7 @@ from build.errors import USAGE_EXIT, BuildError
 COMMAND_MODULES = (
     "build.replicas",
     "build.standardize",
+    "build.inventory",
     "build.ingest",
     "build.items",
     "build.export",

@@ -9,6 +9,7 @@ schema checks the files without changing what the stages read.
 from __future__ import annotations
 
 import argparse
+import importlib
 import types
 import typing
 from functools import lru_cache
@@ -151,35 +152,14 @@ class Questions(Strict):
         return self
 
 
-# --- configs/csxa.yaml (today's keys; the CSXA reader may take this model over) ----------------------------
-
-class CsxaMetadata(Strict):
-    file: Text | None = None
-    key: Text | None = None
-    patient: Text | None = None
-    sex: Text | None = None
-    age: Text | None = None
-
-
-class CsxaMapping(Strict):
-    root_marker: Text
-    images: Text
-    annotation: Text | None = None
-    metadata: CsxaMetadata | None = None
-    class_from: Literal["metadata", "annotation"]
-    class_key: Text
-    classes: Annotated[dict[Union[str, int], Text], Field(min_length=1)]
-    region: Literal["cervical", "thoracic", "lumbar"]
-    view: Literal["AP", "PA", "lateral"]
-
-
 SCHEMAS: dict[str, type[BaseModel]] = {
     "sources": Sources,
     "profiles": Profiles,
     "labels": LabelFile,
     "questions": Questions,
-    "csxa": CsxaMapping,
 }
+# configs/csxa.yaml belongs to its reader, which imports this module: its model is looked up when needed
+READER_SCHEMAS = {"csxa": ("build.sources.csxa", "Mapping")}
 
 
 @lru_cache(maxsize=None)
@@ -193,13 +173,20 @@ def load(name: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
-    check(SCHEMAS[name], data, path)
+    check(schema(name), data, path)
     return data
+
+
+def schema(name: str) -> type[BaseModel]:
+    if name in READER_SCHEMAS:
+        module, model = READER_SCHEMAS[name]
+        return getattr(importlib.import_module(module), model)
+    return SCHEMAS[name]
 
 
 def load_all() -> None:
     """Check every configs/ file: a stage calls this before its first write."""
-    for name in SCHEMAS:
+    for name in (*SCHEMAS, *READER_SCHEMAS):
         load(name)
 
 

@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -115,7 +115,7 @@ class _VoiFailed(Exception):
 
 
 def standardize_file(
-    path: Path,
+    path: Path | bytes,
     frame: int = 0,
     max_side: int = 512,
     percentile_window: tuple[float, float] = (0.5, 99.5),
@@ -123,12 +123,14 @@ def standardize_file(
 ) -> StandardImage:
     """Read any DICOM or Pillow-readable image and return the standard image; ImageError if unusable.
 
+    `path` may also be the file's bytes (a member of a zipped release, never unzipped to disk).
+
     `header_facts`, if given, is called on a DICOM's parsed dataset and its result kept as `facts`: a
     reader's facts that live in the header cost no second parse. It must not raise.
     """
     if max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
-    path = Path(path)
+    path = path if isinstance(path, bytes) else Path(path)
     try:
         if _is_dicom(path):
             pixels, header, facts = _read_dicom(path, frame, percentile_window, header_facts)
@@ -148,16 +150,21 @@ def _reraise_interrupts(exc: BaseException) -> None:
         raise exc
 
 
-def _is_dicom(path: Path) -> bool:
+def _is_dicom(path: Path | bytes) -> bool:
     """DICOM Part 10 files carry 'DICM' after a 128-byte preamble; anything else is left to Pillow."""
     try:
-        with open(path, "rb") as handle:
+        with _opened(path) as handle:
             head = handle.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
     if not head:
         raise ImageError("empty file")
     return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
+
+
+def _opened(path: Path | bytes) -> BinaryIO:
+    """A binary handle on a file, or on bytes already read (pydicom and Pillow take either)."""
+    return io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")
 
 
 # --- DICOM -------------------------------------------------------------------------------------------
@@ -168,7 +175,7 @@ def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
                 ) -> tuple[np.ndarray, Header, dict[str, Any]]:
     """Decode one frame and window it to uint8 as the file asks (see the module docstring)."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(_opened(path) if isinstance(path, bytes) else path)
     except Exception as exc:  # malformed files raise anything from EOFError to struct.error
         raise ImageError(f"unreadable DICOM: {exc}") from exc
     syntax = _check_pixel_data(ds, frame, path)
@@ -231,7 +238,7 @@ def _no_pixel_data(ds: Dataset, path: Path) -> str:
     """'no pixel data', unless the file looks cut off: pydicom silently drops an element that the end of
     the file interrupts, so a truncated download would otherwise read as a file without pixels."""
     try:
-        body = path.read_bytes()[DICOM_MAGIC_OFFSET + len(DICOM_MAGIC):]
+        body = (path if isinstance(path, bytes) else path.read_bytes())[DICOM_MAGIC_OFFSET + len(DICOM_MAGIC):]
     except OSError:
         body = b""
     if any(tag in body for tag in PIXEL_DATA_TAG_BYTES):
@@ -318,7 +325,7 @@ def _read_picture(
 ) -> tuple[np.ndarray, Header]:
     """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window."""
     try:
-        with Image.open(path) as image:
+        with Image.open(_opened(path) if isinstance(path, bytes) else path) as image:
             size = image.width * image.height
             if size > MAX_PIXELS:
                 raise ImageError(f"image too large: {image.width}x{image.height} ({size:,} pixels) "

@@ -2,8 +2,9 @@
 
     python -m build ingest --raw RAW --work WORK [--profile paper] [--workers N]
 
-RAW holds one folder per source (buu/ csxa/ rsna/ vindr/), each the release as downloaded; a missing one is
-skipped with a warning. WORK receives:
+RAW holds one folder per source (buu/ csxa/ rsna/ vindr/), each the release as downloaded: unzipped or still
+zipped, the release root at any depth (found by its signature files). Every source asked for (all four
+unless --sources names fewer) must be found before anything is written. WORK receives:
   images/images-NNNNN.parquet   image shards: image_id, png (8-bit grayscale, lossless), width, height, sha256
   images/images-NNNNN.json      the shard's figures and rejected files; written last, so it marks the shard done
   records.parquet               one row per standardized image: provenance, raw findings, disease, levels, figures
@@ -17,7 +18,8 @@ resumes where it stopped. Facts a reader cannot know without opening the image (
 whether an RSNA point lies inside its slice) are settled from what the worker read, after the pixels.
 
 Exit code: 0 when every input was used, 3 when the stage finished but some input was rejected (listed in
-the report), 1 or 2 for a failure or a usage error.
+the report), 4 when a source is missing, found twice, misconfigured, failed while read or yielded no
+image (nothing is written when it is known before the build starts), 1 or 2 for a failure or a usage error.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import argparse
 import hashlib
 import json
 import os
+import sys
+import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -44,12 +48,14 @@ from build.errors import BuildError
 from build.labels import Dropped, Labelled, LabelMap
 from build.records import SourceRecord
 from build.report import StageReport
-from build.sources import HEADER_FACTS, READERS, HeaderFacts
+from build.sources import EXPECTED, HEADER_FACTS, READERS, HeaderFacts, Release, SourceError, find
 from spinebench import SOURCES
 
 COMMAND = "ingest"
 HELP = "read the raw releases into labelled records and standardized image shards"
 EXIT_REJECTED = 3  # finished, but some input was rejected
+EXIT_SOURCE = 4  # a source asked for is missing, ambiguous, misconfigured, failed, or gave no image
+FAR_BELOW = 0.5  # a source under this share of its release's size is loudly warned
 
 SHARD_FORMAT = 2  # part of every shard key: shards written by an older layout are rebuilt, never misread
 SHARD_SCHEMA = pa.schema(
@@ -70,8 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, required=True, help="work folder for the build's artifacts")
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
     parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
-    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="sources to read")
+    add_sources(parser)
     add_shard_rows(parser)
+
+
+def add_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES),
+                        help="sources to read (default: all four, each required)")
 
 
 def add_shard_rows(parser: argparse.ArgumentParser) -> None:
@@ -87,12 +98,31 @@ def profile_with(name: str, shard_rows: int | None) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    report = ingest(args.raw, args.work, profile_with(args.profile, args.shard_rows), args.workers, args.sources)
-    print(report.summary(f"{sum(report.counts.get('images', {}).values())} images in {args.work}"))
+    try:
+        report = ingest(args.raw, args.work, profile_with(args.profile, args.shard_rows), args.workers,
+                        args.sources)
+    except SourceError as error:
+        return source_failure(error)
+    print(report.summary(f"{headline(report, args.sources)} in {args.work}"))
     return exit_code(report)
 
 
+def source_failure(error: SourceError) -> int:
+    print(f"ingest: nothing built: {error}", file=sys.stderr)
+    return EXIT_SOURCE
+
+
+def headline(report: StageReport, sources: Iterable[str] = SOURCES) -> str:
+    """'N images (buu 12, csxa 0 FAILED, ...)': every source asked for, with its count."""
+    images = report.counts.get("images", {})
+    failed = report.counts.get("failed", {})
+    parts = [f"{s} {images.get(s, 0)}{' FAILED' if s in failed else ''}" for s in sources]
+    return f"{sum(images.values())} images ({', '.join(parts)})"
+
+
 def exit_code(report: StageReport) -> int:
+    if report.counts.get("failed"):
+        return EXIT_SOURCE
     return EXIT_REJECTED if report.rejected else 0
 
 
@@ -102,25 +132,33 @@ class Job:
 
     image_id: str
     source: str
-    path: Path
-    rel: str
+    release: Release
+    member: str  # the file, relative to the release root
     frame: int
     header_facts: HeaderFacts | None = None  # the reader's, for facts it leaves to the header
+
+    @property
+    def rel(self) -> str:
+        """The file as reports name it (relative to RAW/<source>)."""
+        return self.release.shown(self.member)
 
 
 def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources: Iterable[str] = SOURCES
            ) -> StageReport:
     """Run the whole stage; returns the report it also writes to WORK/ingest_report.json.
 
-    Everything is checked before the first write; the new shards, records and report are written into
-    staging and replace the previous ones only when the stage has completed (see artifacts.Staging).
+    Everything is checked before the first write, every source in `sources` is found (SourceError when one
+    is missing, found twice or does not fit its configuration); the new shards, records and report are
+    written into staging and replace the previous ones only when the stage has completed (artifacts.Staging).
     """
     check_settings(raw, profile, workers)
+    report = StageReport("ingest")  # the readers' and label map's, written by the pool's feeder thread
+    releases = find_sources(raw, sources, report)
     with artifacts.locked(work):
         artifacts.remove_stale_temps(work)
         stage = artifacts.Staging(work, COMMAND, resume=True)  # a killed run's finished shards are reused
         stage.link_previous(artifacts.IMAGES_DIR)  # and so are the previous build's
-        report = _ingest(raw, stage, profile, workers, sources)
+        _ingest(releases, stage, profile, workers, report)
         stage.commit()
     return report
 
@@ -135,18 +173,17 @@ def check_settings(raw: Path, profile: dict[str, Any], workers: int) -> None:
         raise BuildError(f"raw folder {raw} not found: give the folder holding {'/ '.join(SOURCES)}/")
 
 
-def _ingest(raw: Path, stage: artifacts.Staging, profile: dict[str, Any], workers: int, sources: Iterable[str]
-            ) -> StageReport:
-    report = StageReport("ingest")  # the readers' and label map's, written by the pool's feeder thread
+def _ingest(releases: dict[str, Release], stage: artifacts.Staging, profile: dict[str, Any], workers: int,
+            report: StageReport) -> None:
     images = StageReport("ingest")  # the shards' and records', written by this thread: the order is fixed
     labelled: deque[tuple[SourceRecord, Labelled]] = deque()  # read, not yet joined with their shard
     label_map = LabelMap.from_config(profile)
 
     def jobs() -> Iterator[Job]:
-        for record, label in label_records(read_sources(raw, sources, report), label_map, report):
+        for record, label in label_records(read_sources(releases, report), label_map, report, releases):
             labelled.append((record, label))
-            yield Job(record.image_id, record.source, raw / record.source / record.path, record.path,
-                      record.frame, HEADER_FACTS.get(record.source))
+            yield Job(record.image_id, record.source, releases[record.source], record.path, record.frame,
+                      HEADER_FACTS.get(record.source))
 
     seen_pixels: dict[str, str] = {}
     with artifacts.parquet_writer(stage / artifacts.RECORDS, RECORDS_SCHEMA) as records:
@@ -154,44 +191,96 @@ def _ingest(raw: Path, stage: artifacts.Staging, profile: dict[str, Any], worker
                                                            profile["imaging"], workers)):
             jobs_in_shard = len(sidecar["images"]) + len(sidecar["rejected"])  # each job: an image or a reason
             in_shard = [labelled.popleft() for _ in range(jobs_in_shard)]
-            rows = records_rows(in_shard, index, sidecar, seen_pixels, images)
+            rows = records_rows(in_shard, index, sidecar, seen_pixels, images, releases)
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
     report.absorb(images)
+    check_sizes(records_seen(stage.folder), releases, report)
+    artifacts.write_json(stage / SOURCES_FILE, sources_summary(releases, report))
     artifacts.write_json(stage / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
     report.write(stage / "ingest_report.json")
-    return report
 
 
-def read_sources(raw: Path, sources: Iterable[str], report: StageReport) -> Iterator[SourceRecord]:
+SOURCES_FILE = "sources.json"  # per source: where its release was found, its count against the release's
+
+
+def find_sources(raw: Path, sources: Iterable[str], report: StageReport) -> dict[str, Release]:
+    """The release of every source asked for; one SourceError listing every source that is not usable."""
+    releases: dict[str, Release] = {}
+    problems: list[str] = []
     for source in sources:
-        folder = raw / source
-        if not folder.is_dir():
-            report.warn(source, str(folder), "source folder not found: source skipped")
-            continue
         try:
-            for record in READERS[source](folder, report):
+            releases[source] = find(source, raw / source, report)
+        except SourceError as error:
+            problems.append(str(error))
+    if problems:
+        raise SourceError("\n".join(problems) + "\n(to build without a source, name the others with --sources)")
+    return releases
+
+
+def read_sources(releases: dict[str, Release], report: StageReport) -> Iterator[SourceRecord]:
+    for source, release in releases.items():
+        try:
+            for record in READERS[source](release, report):
                 report.count("read", source)
                 yield record
-        except Exception as error:  # a reader bug or an unreadable folder costs that source's rest, not the build
-            report.reject(source, ".", f"reader failed ({type(error).__name__}: {error}); "
-                                       "records read before it are kept")
+        except Exception as error:  # a reader bug or an unreadable file fails the source, not the stage
+            report.reject(source, release.shown(), f"reader failed ({type(error).__name__}: {error}); "
+                                                   "records read before it are kept")
+            report.count("failed", source)
 
 
-def label_records(records: Iterable[SourceRecord], label_map: LabelMap, report: StageReport
-                  ) -> Iterator[tuple[SourceRecord, Labelled]]:
-    """Apply the label map; drops and duplicate ids go to the report, not into the build."""
+def records_seen(work: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(work / artifacts.RECORDS, columns=["source", "patient_id"]).to_pylist()
+
+
+def check_sizes(rows: list[dict], releases: dict[str, Release], report: StageReport) -> None:
+    """A source with no image fails; one far below its release's size is a loud warning."""
+    for source in releases:
+        expected, unit = EXPECTED[source]
+        found = len({r["patient_id"] for r in rows if r["source"] == source}) if unit == "studies" else \
+            sum(r["source"] == source for r in rows)
+        report.count("expected", source, expected)
+        report.count("found", source, found)
+        if found == 0:
+            report.reject(source, releases[source].shown(), "no image built from this source: the release is "
+                                                             "empty or every file was rejected")
+            report.count("failed", source)
+        elif found < FAR_BELOW * expected:
+            report.warn(source, releases[source].shown(), f"FAR BELOW THE RELEASE: {found:,} {unit} of the "
+                        f"{expected:,} the release holds ({found / expected:.1%}): a partial download or a "
+                        "wrong layout? (python -m build inventory --raw RAW)")
+
+
+def sources_summary(releases: dict[str, Release], report: StageReport) -> dict[str, dict]:
+    """What the card and the user need to know per source: where it was found and how complete it is."""
+    return {
+        source: {"found_at": release.shown(), "layout": release.layout, "unit": EXPECTED[source][1],
+                 "found": report.counts["found"][source], "expected": report.counts["expected"][source],
+                 "far_below": report.counts["found"][source] < FAR_BELOW * report.counts["expected"][source],
+                 "failed": bool(report.counts.get("failed", {}).get(source))}
+        for source, release in releases.items()
+    }
+
+
+def label_records(records: Iterable[SourceRecord], label_map: LabelMap, report: StageReport,
+                  releases: dict[str, Release] | None = None) -> Iterator[tuple[SourceRecord, Labelled]]:
+    """Apply the label map; drops and duplicate ids go to the report, not into the build. Files are named
+    as reports name them (relative to RAW/<source>) when the releases are given."""
     seen: dict[str, str] = {}
     for record in records:
+        shown = releases[record.source].shown(record.path) if releases else record.path
         if record.image_id in seen:
-            report.reject(record.source, record.path, f"image id {record.image_id} already used by {seen[record.image_id]}")
+            report.reject(record.source, shown, f"image id {record.image_id} already used by {seen[record.image_id]}")
             continue
-        seen[record.image_id] = record.path
+        seen[record.image_id] = shown
         outcome, warnings = label_map.apply(record)
         for warning in warnings:
-            report.warn(record.source, record.path, warning)
+            report.warn(record.source, shown, warning)
         if isinstance(outcome, Dropped):
-            report.drop(record.source, record.path, f"label map: {outcome.reason}")
+            report.drop(record.source, shown, f"label map: {outcome.reason}")
             report.count("dropped", record.source)
             continue
         yield record, outcome
@@ -285,7 +374,11 @@ class _mapper:
 def standardize_job(job: Job, max_side: int, window: tuple[float, float]) -> StandardImage | str:
     """Worker body: the standard image, or the reason the file cannot be used."""
     try:
-        image = standardize_file(job.path, frame=job.frame, max_side=max_side, percentile_window=window,
+        pixels = job.release.pixels(job.member)
+    except (OSError, zipfile.BadZipFile, EOFError) as error:  # a zip member that does not inflate
+        return f"cannot read the file: {error}"
+    try:
+        image = standardize_file(pixels, frame=job.frame, max_side=max_side, percentile_window=window,
                                  header_facts=job.header_facts)
     except ImageError as error:
         return str(error)
@@ -363,17 +456,20 @@ RECORDS_SCHEMA = pa.schema(
 )
 
 
-def check_points(record: SourceRecord, width: int, height: int, report: StageReport) -> None:
+def check_points(record: SourceRecord, width: int, height: int, report: StageReport,
+                 release: Release | None = None) -> None:
     """Warn about annotation points outside the stored image (x is the column); the finding is kept."""
     for point in record.points:
         if not (0 <= point.x <= width and 0 <= point.y <= height):
-            report.warn(record.source, point.file, f"point x={point.x}, y={point.y} lies outside the "
+            shown = release.shown(point.file) if release else point.file
+            report.warn(record.source, shown, f"point x={point.x}, y={point.y} lies outside the "
                                                    f"{width}x{height} slice {Path(record.path).name} (its "
                                                    "stored Columns x Rows); finding kept", row=point.row)
 
 
 def records_rows(labelled: list[tuple[SourceRecord, Labelled]], shard: int, sidecar: dict,
-                 seen_pixels: dict[str, str], report: StageReport) -> list[dict]:
+                 seen_pixels: dict[str, str], report: StageReport,
+                 releases: dict[str, Release] | None = None) -> list[dict]:
     """Join one shard's records, labels and figures into rows of the records table; count what came through.
     `seen_pixels` (pixel sha256 -> first image id) carries over from shard to shard."""
     for rejected in sidecar["rejected"]:
@@ -385,9 +481,11 @@ def records_rows(labelled: list[tuple[SourceRecord, Labelled]], shard: int, side
             continue
         image = figures[record.image_id]
         record = replace(record, **image["facts"])
-        check_points(record, image["source_width"], image["source_height"], report)
+        release = releases[record.source] if releases else None
+        check_points(record, image["source_width"], image["source_height"], report, release)
         if image["sha256"] in seen_pixels:
-            report.warn(record.source, record.path, f"same pixels as {seen_pixels[image['sha256']]} (kept: ids differ)")
+            shown = release.shown(record.path) if release else record.path
+            report.warn(record.source, shown, f"same pixels as {seen_pixels[image['sha256']]} (kept: ids differ)")
         seen_pixels.setdefault(image["sha256"], record.image_id)
         report.count("images", record.source)
         report.count("disease", label.disease)

@@ -29,7 +29,7 @@ class Point:
     gives it: ingest checks it against the image's stored size once a worker has read the pixels, so no
     reader opens an image file."""
 
-    file: str  # the annotation table, relative to the source folder
+    file: str  # the annotation table, relative to the release root
     row: int  # its 1-based line
     x: float
     y: float

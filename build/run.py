@@ -1,10 +1,12 @@
 """Run every stage: ingest -> items -> export, with work artifacts in OUT/work and the Hub folder in
 OUT/spinebench. Each stage resumes from what is already finished. Ends by writing OUT/SHA256SUMS (one line
 per output file, `sha256sum -c` format): two builds from the same inputs and seed have the same file.
-Exit code as `ingest`: 0, or 3 when some input was rejected (see OUT/work/ingest_report.json); 2 before
-anything is written for a bad configuration, or when another build is writing OUT.
+Exit code as `ingest`: 0, 3 when some input was rejected (see OUT/work/ingest_report.json), 4 when a
+source is missing, misconfigured, failed or gave no image (before anything is written when it is known
+up front; otherwise after the build, which is then incomplete); 2 before anything is written for a bad
+configuration, or when another build is writing OUT.
 
-    python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public]
+    python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public] [--sources S..]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")
     parser.add_argument("--public", action="store_true", help="pointer sources without pixels")
+    ingest.add_sources(parser)
     ingest.add_shard_rows(parser)
 
 
@@ -44,8 +47,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, work: Path, profile: dict) -> int:
-    ingested = ingest.ingest(args.raw, work, profile, args.workers)
-    print(ingested.summary(f"{sum(ingested.counts.get('images', {}).values())} images"))
+    try:
+        ingested = ingest.ingest(args.raw, work, profile, args.workers, args.sources)
+    except ingest.SourceError as error:
+        return ingest.source_failure(error)
+    print(ingested.summary(ingest.headline(ingested, args.sources)))
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
                               items.review_file(work, args.review))
     print(report.summary(f"{sum(report.counts['items'].values())} items"))

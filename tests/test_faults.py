@@ -49,19 +49,19 @@ def cli(*argv: str) -> subprocess.CompletedProcess:
 def test_a_misspelt_csxa_key_stops_ingest_before_it_touches_the_previous_build(configs, built, previous,
                                                                               capsys):
     """The red team's case: exit 3 with CSXA absent, after replacing 15 of 20 files of the good build."""
-    edit(configs, "csxa", "  patient: patient_id", "  patinet: patient_id")
+    edit(configs, "csxa", "  patient: [patient_id", "  patinet: [patient_id")
     before = snapshot(previous)
     assert build_main(["ingest", "--raw", str(built.raw), "--work", str(previous), "--workers", "1"]) == USAGE_EXIT
-    assert "csxa.yaml: metadata.patinet: unknown key; allowed keys: file, key, patient" in capsys.readouterr().err
+    assert "csxa.yaml: metadata.patinet: unknown key; allowed keys: file, sheet, key, patient" in capsys.readouterr().err
     assert snapshot(previous) == before
 
 
 def test_a_missing_csxa_key_is_a_message_not_a_key_error(configs, built, tmp_path, capsys):
-    edit(configs, "csxa", "class_key: curvature", "")
+    edit(configs, "csxa", "\nclass_from: metadata ", "\n#")
     out = tmp_path / "out"
     assert build_main(["run", "--raw", str(built.raw), "--out", str(out)]) == USAGE_EXIT
     err = capsys.readouterr().err
-    assert "csxa.yaml: class_key: missing key" in err and "KeyError" not in err
+    assert "csxa.yaml: class_from: missing key" in err and "KeyError" not in err
     assert not out.exists()
 
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from build import artifacts, config, ingest
+from build.__main__ import main as build_main
 from spinebench import LEVELS
 
 RLE, J2K = "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"
@@ -74,14 +75,14 @@ def test_every_planted_edge_case_is_in_the_report_with_a_reason(built, report):
 
 
 def test_accepted_edge_cases_keep_their_images(built, records):
-    paths = [row["path"] for row in records.values()]
     for case in built.manifest["edge_cases"]:
         if case["expect"] != "accept":
             continue
         if case["image_key"]:  # a row-level case: that image arrives
             assert planted_id(case) in records, case
         else:  # a layout case: images under that folder arrive
-            assert any(p.startswith(case["path"]) for p in paths), case
+            under = [i for i in built.manifest["images"] if i["path"].startswith(case["path"] + "/")]
+            assert under and all(planted_id(image) in records for image in under), case
 
 
 def test_monochrome1_comes_out_with_bone_bright(built, records):
@@ -145,29 +146,47 @@ def test_rerun_resumes_from_finished_shards_and_rebuilds_a_broken_one(built, tmp
     assert shards[-1].read_bytes() == (built.work / "images" / shards[-1].name).read_bytes()
 
 
-def test_a_missing_source_is_skipped_with_a_warning(built, tmp_path):
+def test_a_missing_source_fails_before_anything_is_written(built, tmp_path, capsys):
     raw = tmp_path / "raw"
     shutil.copytree(built.raw / "csxa", raw / "csxa")
-    profile = {**config.profile("paper"), "imaging": {**config.profile("paper")["imaging"], "shard_rows": 7}}
-    report = ingest.ingest(raw, tmp_path / "work", profile, workers=2)
-    assert dict(report.counts["images"]) == {"csxa": built.manifest["counts"]["images_by_source"]["csxa"]}
-    assert {w.source for w in report.warnings if "not found" in w.reason} == {"buu", "rsna", "vindr"}
-    assert len(list((tmp_path / "work" / "images").glob("*.parquet"))) == -(-report.counts["images"]["csxa"] // 7)
+    (raw / "rsna").mkdir()
+    args = ["ingest", "--raw", str(raw), "--work", str(tmp_path / "work"), "--workers", "1"]
+    assert build_main(args) == ingest.EXIT_SOURCE != ingest.EXIT_REJECTED
+    assert not (tmp_path / "work").exists()
+    err = capsys.readouterr().err
+    assert "buu: source folder" in err and "vindr: source folder" in err and "rsna: release not found" in err
+    assert "--sources" in err
 
 
-def test_a_failing_reader_costs_only_the_rest_of_its_source(built, tmp_path, monkeypatch):
+def test_sources_named_explicitly_may_leave_the_others_out(built, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(built.raw / "csxa", raw / "csxa")
+    args = ["ingest", "--raw", str(raw), "--work", str(tmp_path / "work"), "--workers", "2", "--sources", "csxa",
+            "--shard-rows", "7"]
+    assert build_main(args) == 0
+    n = built.manifest["counts"]["images_by_source"]["csxa"]
+    assert f"{n} images (csxa {n}) in" in capsys.readouterr().out
+    report = json.loads((tmp_path / "work" / "ingest_report.json").read_text())
+    assert report["counts"]["images"] == {"csxa": n}
+    assert [w["reason"].split(":")[0] for w in report["warnings"]] == ["FAR BELOW THE RELEASE"]
+    assert len(list((tmp_path / "work" / "images").glob("*.parquet"))) == -(-n // 7)
+
+
+def test_a_failing_reader_fails_the_build_and_costs_only_the_rest_of_its_source(built, tmp_path, monkeypatch):
     from build import sources
 
     real = sources.READERS["csxa"]
 
-    def breaks_after_two(folder, report):
-        for count, record in enumerate(real(folder, report)):
+    def breaks_after_two(release, report):
+        for count, record in enumerate(real(release, report)):
             if count == 2:
                 raise PermissionError("[Errno 13] Permission denied: 'images'")
             yield record
 
     monkeypatch.setitem(ingest.READERS, "csxa", breaks_after_two)
     report = ingest.ingest(built.raw, tmp_path / "work", config.profile("paper"), workers=2)
+    assert ingest.exit_code(report) == ingest.EXIT_SOURCE  # the build is incomplete: never a good build
+    assert "csxa 2 FAILED" in ingest.headline(report)
     assert report.counts["images"]["csxa"] == 2
     assert report.counts["images"]["rsna"] == built.manifest["counts"]["images_by_source"]["rsna"]
     failed = [issue for issue in report.rejected if issue.source == "csxa"]
@@ -179,11 +198,14 @@ def test_a_failing_reader_costs_only_the_rest_of_its_source(built, tmp_path, mon
 @pytest.mark.parametrize("fails_after", [0, 5])
 def test_a_failure_in_the_job_stream_reaches_the_caller(built, tmp_path, workers, fails_after):
     """The readers run in the pool's feeder thread: their failure must surface here, not hang or vanish."""
+    from build import sources
+
     rows = pq.read_table(built.work / artifacts.RECORDS, columns=["image_id", "source", "path"]).to_pylist()
 
     def jobs():
         for row in rows[:fails_after]:
-            yield ingest.Job(row["image_id"], row["source"], built.raw / row["source"] / row["path"], row["path"], 0)
+            release = sources.find(row["source"], built.raw / row["source"])
+            yield ingest.Job(row["image_id"], row["source"], release, row["path"], 0)
         raise RuntimeError("label map bug")
 
     imaging = {**config.profile("paper")["imaging"], "shard_rows": 2}

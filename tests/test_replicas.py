@@ -135,7 +135,7 @@ def test_every_edge_case_exists_on_disk(tree):
         ("buu", "swapped_points"), ("rsna", "empty_grade"), ("rsna", "multiple_axial_series"),
         ("rsna", "unpadded_instance_numbers"), ("rsna", "truncated_dicom"), ("rsna", "not_dicom"),
         ("vindr", "empty_no_finding_box"), ("vindr", "misspelled_label"), ("vindr", "unknown_label"),
-        ("vindr", "degenerate_box"), ("vindr", "dropped_labels_only"),
+        ("vindr", "degenerate_box"), ("vindr", "dropped_labels_only"), ("vindr", "bits_stored_mismatch"),
     }
     assert set(kinds) == expected
     good = {(e["source"], e["path"]) for e in manifest["images"]}
@@ -206,20 +206,24 @@ def test_buu_csvs_match_the_manifest(tree):
 
 # --- CSXA ---------------------------------------------------------------------------------------------
 
-def test_csxa_matches_the_placeholder_config(tree):
+def test_csxa_matches_the_default_config(tree):
     out, manifest = tree
     layout = config.load("csxa")
     root = out / "csxa" / csxa.ROOT
-    assert (root / layout["root_marker"]).is_file()
-    table = rows(root / layout["metadata"]["file"])
+    assert "metadata.csv" in layout["metadata"]["file"]
+    table = rows(root / "metadata.csv")
     meta = layout["metadata"]
-    assert {meta["key"], meta["patient"], meta["sex"], meta["age"], layout["class_key"]} <= set(table[0])
     assert header(root / "metadata.csv") == list(csxa.HEADER)
-    assert {row[layout["class_key"]] for row in table} == set(layout["classes"])
-    pngs = sorted(root.glob(layout["images"]))
-    assert [p.stem for p in pngs] == sorted(row[meta["key"]] for row in table)
+    first = {role: next(c for c in meta[role] if c in table[0]) for role in ("key", "patient", "sex", "age")}
+    assert first == {"key": "image_id", "patient": "patient_id", "sex": "gender", "age": "age"}
+    assert next(c for c in layout["class_key"] if c in table[0]) == "curvature"
+    assert {row["curvature"].lower() for row in table} <= set(layout["classes"])
+    assert all(re.fullmatch(r"\d{7}", row["image_id"]) for row in table)
+    assert any(row["image_id"].startswith("0") for row in table)  # leading zeros, to be kept
+    pngs = sorted(root.glob("images/*.png"))
+    assert [p.stem for p in pngs] == sorted(row[first["key"]] for row in table)
     for png in pngs:
-        annotation = json.loads((root / layout["annotation"].format(stem=png.stem)).read_text())
+        annotation = json.loads((root / "annotations" / f"{png.stem}.json").read_text())
         shapes = annotation["shapes"]
         assert len(shapes) == 23 and {s["shape_type"] for s in shapes} == {"point"}
         assert all(len(s["points"]) == 1 and len(s["points"][0]) == 2 for s in shapes)

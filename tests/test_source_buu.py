@@ -11,6 +11,7 @@ from PIL import Image
 from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import buu
+from build.sources.release import SourceError
 
 ROWS = {"AP": 10, "LA": 11}
 # 0-based CSV row of each endplate, cranial to caudal: L1 top, L1 bottom, ..., L5 bottom, S1 top
@@ -74,13 +75,11 @@ def test_levels_sex_age_and_view_come_from_rows_and_stems_under_a_nested_root(tm
     plant(root, "0007-M-062Y1", {"L5b": 2})
     plant(root, "0007-M-062Y0", {"L3b": 3, "L4b": 3})
     records, report = read(tmp_path)
-    prefix = "BUU-LSPINE_400/BUU-LSPINE_400"
-    assert records == [
-        record(f"{prefix}/AP/0001-F-037Y0.jpg", "0001-F-037Y0", Finding("normal")),
-        record(f"{prefix}/AP/0007-M-062Y0.jpg", "0007-M-062Y0", Finding("slip", "L3/L4"),
-               Finding("slip", "L4/L5")),
-        record(f"{prefix}/LA/0001-F-037Y1.jpg", "0001-F-037Y1", Finding("slip", "L4/L5")),
-        record(f"{prefix}/LA/0007-M-062Y1.jpg", "0007-M-062Y1", Finding("slip", "L5/S1")),
+    assert records == [  # paths relative to the release root, whatever the nesting
+        record("AP/0001-F-037Y0.jpg", "0001-F-037Y0", Finding("normal")),
+        record("AP/0007-M-062Y0.jpg", "0007-M-062Y0", Finding("slip", "L3/L4"), Finding("slip", "L4/L5")),
+        record("LA/0001-F-037Y1.jpg", "0001-F-037Y1", Finding("slip", "L4/L5")),
+        record("LA/0007-M-062Y1.jpg", "0007-M-062Y1", Finding("slip", "L5/S1")),
     ]
     assert (report.rejected, report.warnings) == ([], [])
 
@@ -103,9 +102,10 @@ def test_duplicates_bad_names_and_images_without_csv_are_rejected_with_reasons(t
 
 
 def test_duplicate_whose_original_is_missing_says_so(tmp_path):
+    plant(tmp_path, "0001-F-037Y0")
     jpeg(tmp_path / "AP" / "0004-F-033Y0 (2).jpg")
     records, report = read(tmp_path)
-    assert records == []
+    assert [r.image_key for r in records] == ["0001-F-037Y0"]
     assert reasons(report.rejected) == {"0004-F-033Y0 (2).jpg": "duplicate copy of 0004-F-033Y0.jpg"
                                         " (the original is missing)"}
 
@@ -238,10 +238,8 @@ def test_a_missing_view_folder_is_warned(tmp_path):
     assert [(i.path, i.reason) for i in report.warnings] == [("AP", "no AP/ folder in the release")]
 
 
-def test_folder_without_a_release_is_only_warned(tmp_path):
+def test_a_folder_without_a_release_is_an_error(tmp_path):
     (tmp_path / "notes").mkdir()
-    records, report = read(tmp_path)
-    assert (records, report.rejected) == ([], [])
-    assert [(i.path, i.reason) for i in report.warnings] == [
-        (".", "source not found: no AP/ or LA/ folder in the folder or 3 levels below")
-    ]
+    jpeg(tmp_path / "AP" / "0001-F-037Y0.jpg")  # an image without its CSV is no release
+    with pytest.raises(SourceError, match=r"buu: release not found .*AP/ or LA/ folder with <stem>\.jpg"):
+        read(tmp_path)

@@ -12,6 +12,7 @@ from build import config
 from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import csxa
+from build.sources.release import SourceError
 
 HEADER = "image_id,patient_id,gender,age,curvature\n"
 
@@ -63,7 +64,7 @@ def test_placeholder_layout_takes_class_sex_age_and_patient_from_metadata(tmp_pa
         "c004,P20,,,Kyphosis\n"
     ))
     records, report = read(tmp_path)
-    images = "download/CSXA/images"
+    images = "images"  # relative to the release root (download/CSXA)
     assert records == [
         record("c001", f"{images}/c001.png", "lordosis", "P09", "F", 34),
         record("c002", f"{images}/c002.png", "sigmoid", "P17", "M", 51),
@@ -106,7 +107,7 @@ def test_missing_json_is_warned_when_the_class_is_in_metadata(tmp_path):
     (tmp_path / "annotations" / "c001.json").unlink()
     records, report = read(tmp_path)
     assert [r.image_key for r in records] == ["c001"]
-    assert issues(report.warnings) == [("images/c001.png", None, "no annotation JSON annotations/c001.json")]
+    assert issues(report.warnings) == [("images/c001.png", None, "no annotation JSON **/*.json with stem 'c001'")]
 
 
 def test_metadata_oddities_are_warned(tmp_path):
@@ -164,8 +165,8 @@ def test_another_mapping_takes_the_class_from_the_json_paired_by_stem(tmp_path):
     labelme(root / "json" / "x5_keypoints.json", flags={"curvature": 0})
     records, report = read(tmp_path, other_mapping())
     assert records == [
-        record("x1", "CSXA_v2/png/a/x1.png", "kyphosis"),
-        record("x2", "CSXA_v2/png/b/x2.png", "sigmoid"),
+        record("x1", "png/a/x1.png", "kyphosis"),
+        record("x2", "png/b/x2.png", "sigmoid"),
     ]
     rejected = {i.path: i.reason for i in report.rejected}
     assert rejected.pop("CSXA_v2/png/b/x4.png").startswith(
@@ -187,12 +188,10 @@ def test_missing_json_rejects_when_the_class_lives_there(tmp_path):
     ]
 
 
-def test_folder_without_the_root_marker_is_only_warned(tmp_path):
+def test_a_folder_without_the_metadata_is_an_error(tmp_path):
     png(tmp_path / "images" / "c001.png")
-    records, report = read(tmp_path)
-    assert records == []
-    assert (report.rejected, issues(report.warnings)) == (
-        [], [(".", None, "source not found: no metadata.csv in the folder or 3 levels below")])
+    with pytest.raises(SourceError, match="csxa: release not found .*datasets.xlsx"):
+        read(tmp_path)
 
 
 @pytest.mark.parametrize(

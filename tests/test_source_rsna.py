@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 from pydicom.uid import MRImageStorage
 from tiny_dicoms import write_tiny_dicom
 
 from build.records import Finding, Point, SourceRecord
 from build.report import StageReport
 from build.sources import rsna
+from build.sources.release import SourceError
 
 RELEASE = "rsna-2024-lumbar-spine-degenerative-classification"
 SLUGS = ("spinal_canal_stenosis", "left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing",
@@ -99,9 +101,9 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
     canal = records[0]
     assert canal == SourceRecord(
         source="rsna", image_key="4003253/702807833/8", patient_id="4003253", modality="MRI", region="lumbar",
-        view="Sagittal T2/STIR", path=f"{RELEASE}/train_images/4003253/702807833/8.dcm",
+        view="Sagittal T2/STIR", path="train_images/4003253/702807833/8.dcm",
         findings=tuple(Finding(CANAL, level, "Moderate" if level == "L4/L5" else NM) for level in LEVELS),
-        points=tuple(Point(f"{RELEASE}/train_label_coordinates.csv", line, 1.5, 0.25) for line in range(2, 7)),
+        points=tuple(Point("train_label_coordinates.csv", line, 1.5, 0.25) for line in range(2, 7)),
     )
     assert [(r.view, r.findings) for r in records[1:]] == [
         ("Sagittal T1", (Finding(LEFT_NFN, "L4/L5", NM),)),
@@ -111,7 +113,7 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
         ("Axial T2", (Finding(LEFT_SS, "L5/S1", "Severe"),)),
         ("Sagittal T2/STIR", (Finding(CANAL, "L3/L4", "Severe"),)),
     ]
-    assert all((tmp_path / r.path).is_file() for r in records)
+    assert all((tmp_path / RELEASE / r.path).is_file() for r in records)
     assert not report.rejected
     [warning] = report.warnings  # the empty grade, named by study, condition and level
     assert (warning.path, warning.row) == (f"{RELEASE}/train.csv", 2)
@@ -129,7 +131,8 @@ def test_root_nested_twice(tmp_path: Path) -> None:
     plant(tmp_path, nest=f"{RELEASE}/{RELEASE}")
     records, report = read(tmp_path)
     assert len(records) == 7 and not report.rejected
-    assert records[0].path == f"{RELEASE}/{RELEASE}/train_images/4003253/702807833/8.dcm"
+    assert records[0].path == "train_images/4003253/702807833/8.dcm"  # relative to the release root
+    assert records[0].points[0].file == "train_label_coordinates.csv"
 
 
 def test_missing_dicom_is_rejected_with_its_path(tmp_path: Path) -> None:
@@ -193,8 +196,7 @@ def test_coordinates_without_a_required_column_reject_the_file(tmp_path: Path) -
     assert "instance_number" in report.rejected[0].reason
 
 
-def test_absent_release_yields_nothing_and_warns(tmp_path: Path) -> None:
+def test_an_absent_release_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("the download failed\n")
-    records, report = read(tmp_path)
-    assert records == [] and not report.rejected
-    assert ["source not found" in reason for reason in reasons(report.warnings)] == [True]
+    with pytest.raises(SourceError, match="rsna: release not found .*train_label_coordinates.csv"):
+        read(tmp_path)

@@ -16,6 +16,7 @@ from build.imaging import ImageError, standardize_file
 from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import vindr
+from build.sources.release import SourceError
 
 RELEASE = "vindr-spinexr-a-large-annotated-medical-image-dataset-for-spinal-lesions-detection-1.0.0"
 COLUMNS = ["study_id", "series_id", "image_id", "rad_id", "lesion_type", "xmin", "ymin", "xmax", "ymax"]
@@ -92,7 +93,8 @@ def by_key(records: list[SourceRecord]) -> dict[str, SourceRecord]:
 
 def with_header_facts(folder: Path, record: SourceRecord) -> SourceRecord:
     """The record as ingest completes it: header facts from the worker's one parse of the file."""
-    return replace(record, **standardize_file(folder / record.path, header_facts=vindr.header_facts).facts)
+    return replace(record, **standardize_file(folder / RELEASE / record.path,
+                                              header_facts=vindr.header_facts).facts)
 
 
 def test_records_match_the_planted_release(tmp_path: Path) -> None:
@@ -103,7 +105,7 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
     got = by_key([with_header_facts(tmp_path, record) for record in records])
     assert got[A] == SourceRecord(
         source="vindr", image_key=A, patient_id=S1, modality="X-ray", region="cervical", view="lateral",
-        path=f"{RELEASE}/train_images/{A}.dicom",
+        path=f"train_images/{A}.dicom",  # relative to the release root, whatever the layout
         findings=(Finding("Disc space narrowing"), Finding("Osteophytes")), sex="F", age=56,
     )
     assert [(got[i].region, got[i].view, got[i].sex, got[i].age) for i in (B, C, D, E)] == [
@@ -113,7 +115,7 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
     assert got[B].findings == (Finding("No finding"),)
     assert got[C].findings == (Finding("Spondylolysthesis"),)
     assert got[D].findings == (Finding("Foraminal stenosis"), Finding("No finding"))
-    assert got[E].path == f"{RELEASE}/test_images/{E}.dicom" and got[E].patient_id == S3
+    assert got[E].path == f"test_images/{E}.dicom" and got[E].patient_id == S3
     assert [f.label for f in got[E].findings] == ["Other lesions", "Surgical implant", "Vertebral collapse"]
     assert all(f.level is None and f.severity is None for r in records for f in r.findings)
     assert not report.rejected
@@ -122,22 +124,26 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
     assert D in warning.reason and "rad1" in warning.reason and "rad2" in warning.reason
 
 
-def test_bad_boxes_reject_the_row_not_the_image(tmp_path: Path) -> None:
+def test_degenerate_boxes_lose_the_box_bad_ones_the_row_never_the_image(tmp_path: Path) -> None:
     bad = [
         (S1, A, "rad3", "Vertebral collapse", ("50", "20", "50", "40")),  # xmax == xmin
         (S1, A, "rad3", "Vertebral collapse", ("10", "40", "30", "20")),  # ymax < ymin
         (S1, A, "rad3", "Vertebral collapse", ("10", "20", "abc", "40")),
         (S1, A, "rad3", "Vertebral collapse", EMPTY_BOX),  # a lesion needs a box
         (S1, A, "rad3", "Vertebral collapse", ("nan", "20", "30", "40")),
-        (S1, C, "rad3", "Osteophytes", ("30", "20", "10", "40")),
+        (S2, C, "rad3", "Osteophytes", ("30", "20", "10", "40")),  # xmax < xmin
     ]
     plant(tmp_path, train=TRAIN + bad)
     records, report = read(tmp_path)
-    assert by_key(records)[A].findings == (Finding("Disc space narrowing"), Finding("Osteophytes"))
-    assert by_key(records)[C].findings == (Finding("Spondylolysthesis"),)
-    assert [issue.row for issue in report.rejected] == [10, 11, 12, 13, 14, 15]
-    assert [issue.reason.split(" box")[0] for issue in report.rejected] == [
-        "degenerate", "degenerate", "non-numeric", "non-numeric", "non-finite", "degenerate"]
+    assert by_key(records)[A].findings == (Finding("Disc space narrowing"), Finding("Osteophytes"),
+                                           Finding("Vertebral collapse"))  # from the degenerate rows
+    assert by_key(records)[C].findings == (Finding("Osteophytes"), Finding("Spondylolysthesis"))
+    assert [(issue.row, issue.reason.split(" box")[0]) for issue in report.rejected] == [
+        (12, "non-numeric"), (13, "non-numeric"), (14, "non-finite")]
+    degenerate = [w for w in report.warnings if w.reason.startswith("degenerate box")]
+    assert [w.row for w in degenerate] == [10, 11, 15]
+    assert degenerate[0].reason == ("degenerate box {'xmin': '50', 'ymin': '20', 'xmax': '50', 'ymax': '40'}: "
+                                    "box dropped, the image keeps its label")
 
 
 def test_unknown_lesion_type_is_kept_with_a_warning(tmp_path: Path) -> None:
@@ -194,13 +200,14 @@ def test_root_nested_twice(tmp_path: Path) -> None:
     plant(tmp_path, nest=f"physionet.org/files/{RELEASE}")
     records, report = read(tmp_path)
     assert len(records) == 5 and not report.rejected
-    assert by_key(records)[E].path == f"physionet.org/files/{RELEASE}/test_images/{E}.dicom"
+    assert by_key(records)[E].path == f"test_images/{E}.dicom"
+    assert report.warnings[0].path == f"physionet.org/files/{RELEASE}/annotations/train.csv"
 
 
-def test_absent_release_yields_nothing_and_warns(tmp_path: Path) -> None:
-    records, report = read(tmp_path / "vindr")
-    assert records == [] and not report.rejected
-    assert ["source not found" in w.reason for w in report.warnings] == [True]
+def test_an_absent_release_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "vindr").mkdir()
+    with pytest.raises(SourceError, match="vindr: release not found .*annotations/train.csv"):
+        read(tmp_path / "vindr")
 
 
 @pytest.mark.parametrize("tags, expected", [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from build.replicas import buu, csxa, rsna, vindr
+from build.replicas import buu, csxa, layouts, rsna, vindr
 from build.replicas.phantom import LOOKALIKES, PHI_MARKERS, Job
 
 COMMAND = "replicas"
@@ -33,21 +33,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None,
                         help="processes drawing pixels (default: all cores for large trees); same output")
+    parser.add_argument("--layout", action="append", metavar="SOURCE=VARIANT",
+                        help="download layout of a source, repeatable: " + "; ".join(
+                            f"{s}={'|'.join(v)}" for s, v in layouts.LAYOUTS.items()) + " (first: default)")
 
 
 def main(args: argparse.Namespace) -> int:
-    manifest = generate(args.out, args.scale, args.seed, args.workers)
+    try:
+        layout = layouts.parse(args.layout)
+    except ValueError as error:
+        print(f"replicas: {error}")
+        return 2
+    manifest = generate(args.out, args.scale, args.seed, args.workers, layout)
     counts = manifest["counts"]["images_by_source"]
     print(f"replicas: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"{len(manifest['edge_cases'])} edge cases -> {args.out}")
     return 0
 
 
-def generate(out: Path, scale: float = 1, seed: int = 0, workers: int | None = None) -> dict:
+def generate(out: Path, scale: float = 1, seed: int = 0, workers: int | None = None,
+             layout: dict[str, str] | None = None) -> dict:
     """Write DIR/<source>/ for the four sources and DIR/manifest.json; return the manifest.
 
-    Each source's tree is replaced, so a rerun never leaves stale files behind.
+    Each source's tree is replaced, so a rerun never leaves stale files behind. `layout` picks each
+    source's download layout (layouts.LAYOUTS; the default for sources it does not name): only where the
+    files sit changes, never their bytes.
     """
+    layout = {**layouts.DEFAULT, **(layout or {})}
     if scale <= 0:
         raise ValueError("scale must be positive")
     out = Path(out)
@@ -62,11 +74,17 @@ def generate(out: Path, scale: float = 1, seed: int = 0, workers: int | None = N
         edges += planted[1]
         jobs += planted[2]
     run(jobs, workers)
+    for name in SOURCES:
+        rename = layouts.apply(out / name, name, layout[name])
+        for entry in (*images, *edges):
+            if entry["source"] == name:
+                entry["path"] = rename(entry["path"])
     images.sort(key=lambda entry: (entry["source"], entry["path"]))
     edges.sort(key=lambda entry: (entry["source"], entry["path"], entry["kind"], entry["image_key"] or ""))
     manifest = {
         "seed": seed,
         "scale": float(scale),
+        "layout": layout,
         "phi_markers": sorted(PHI_MARKERS.values()),
         "lookalikes": [list(group) for group in LOOKALIKES],
         "images": images,

@@ -1,8 +1,9 @@
 """CSXA replica: lateral cervical PNGs, 23-keypoint JSONs and a metadata table.
 
-PLACEHOLDER SCHEMA [U]: the real CSXA folder layout, JSON schema, metadata columns and curvature strings
-are unknown (SOURCES.md section 2). This writes exactly the placeholder layout that configs/csxa.yaml
-describes, so the config-driven reader can be tested; it is not a copy of the real release.
+PLACEHOLDER SCHEMA [U]: the real CSXA JSON schema, metadata columns and curvature strings are unknown
+(SOURCES.md section 2). This writes a placeholder layout (metadata.csv, images/, annotations/) that the
+default configs/csxa.yaml reads; layouts.py turns it into Science Data Bank's datasets.xlsx + two zips.
+It is not a copy of the real release.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def plant(root: Path, seed: int, scale: float) -> tuple[list[dict], list[dict], 
     curves = spread(rng, n, list(CURVES), [share for _, share in CURVES.values()])
     bits = spread(rng, n, (16, 8), (0.06, 0.94))
     patients = sorted(int(p) for p in rng.choice(np.arange(100000, 1000000), n, replace=False))
+    ids = sorted(int(i) for i in rng.choice(np.arange(1000, 3_000_000), n, replace=False))
     images, jobs, table = [], [], []
-    for i, (curve, depth, patient) in enumerate(zip(curves, bits, patients)):
-        stem = f"csxa_{i + 1:05d}"
+    for curve, depth, patient, number in zip(curves, bits, patients, ids):
+        stem = f"{number:07d}"  # 7-digit ids, most with leading zeros, as in public code
         sex, age = pick(rng, "FM"), int(rng.integers(18, 81))
         width, height = int(rng.integers(170, 211)), int(rng.integers(190, 241))
         spine = build_spine(rng, width, height, "cervical", "lateral", (), bend(rng, curve))

@@ -530,10 +530,11 @@ def voi_lut(first: int, data: Sequence[int]) -> DicomSequence:
 
 
 def write_dicom(path: Path, pixels: np.ndarray, tags: dict[str, Any], syntax: str = ExplicitVRLittleEndian,
-                truncate: bool = False) -> None:
+                truncate: bool = False, codestream_bits: int | None = None) -> None:
     """One single-frame grey DICOM with fake PHI; compressed when syntax asks, cut inside the pixels
     when truncate (a broken download). A VOILUTSequence tag is given as (first, entries): datasets
-    do not pickle, and jobs may run in worker processes."""
+    do not pickle, and jobs may run in worker processes. `codestream_bits`: compress at this precision,
+    then write the header's BitsStored (as some released JPEG 2000 files disagree with their header)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -547,9 +548,12 @@ def write_dicom(path: Path, pixels: np.ndarray, tags: dict[str, Any], syntax: st
         ds.Rows, ds.Columns = pixels.shape
         ds.BitsAllocated, ds.HighBit, ds.PixelRepresentation = 16, int(tags["BitsStored"]) - 1, 0
         ds.PixelData = pixels.astype("<u2").tobytes()
+        if codestream_bits:
+            ds.BitsStored, ds.HighBit = codestream_bits, codestream_bits - 1
         if syntax != ExplicitVRLittleEndian:
             plugin = "pylibjpeg" if syntax == JPEG2000Lossless else ""
             ds.compress(syntax, encoding_plugin=plugin, generate_instance_uid=False)
+        ds.BitsStored, ds.HighBit = int(tags["BitsStored"]), int(tags["BitsStored"]) - 1
         path.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(path, enforce_file_format=True)
     if truncate:

@@ -1,8 +1,9 @@
 """VinDr-SpineXR replica: box CSVs and one DX/CR DICOM per image, in the PhysioNet layout.
 
 Copies SOURCES.md section 4, including the variety readers and the standardizer must survive: bit depths
-10/12/14/16, MONOCHROME1 and 2, a window (single or multi-valued), a VOI LUT or neither, RLE and JPEG 2000
-files, optional patient tags. Planted: empty `No finding` boxes, the release's `Spondylolysthesis`
+10/12/14/16, MONOCHROME1 and 2, a window (single or multi-valued), a VOI LUT or neither, JPEG 2000 files
+(most, as in the release; some with a 16-bit codestream under a lower header BitsStored), a few RLE and
+uncompressed ones, optional patient tags. Planted: empty `No finding` boxes, the release's `Spondylolysthesis`
 spelling, an unknown `Scoliosis` label, a degenerate box, and images whose only labels the label map drops.
 """
 
@@ -70,7 +71,8 @@ def plant(root: Path, seed: int, scale: float) -> tuple[list[dict], list[dict], 
         if order[i] == DEGENERATE:
             xmin, ymin, _, ymax = table[-1][5:]
             table.append((study, series, image_id, rad, table[-1][4], xmin, ymin, xmin, ymax))
-            edges.append(edge_case(SOURCE, csv_path, "degenerate_box", "reject", image_id, "xmin == xmax"))
+            edges.append(edge_case(SOURCE, csv_path, "degenerate_box", "warn", image_id,
+                                   "xmin == xmax: the box is lost, the image keeps its label"))
         if order[i] == MISSPELLED:
             edges.append(edge_case(SOURCE, csv_path, "misspelled_label", "accept", image_id,
                                    "Spondylolysthesis (sic): read as Spondylolisthesis"))
@@ -82,7 +84,13 @@ def plant(root: Path, seed: int, scale: float) -> tuple[list[dict], list[dict], 
         path = f"{ROOT}/{split}_images/{image_id}.dicom"
         tags, syntax, header, stored = dicom_tags(rng, next(good if keep else dropped), spine, study, series,
                                                   image_id)
-        jobs.append((xray_dicom, (root / path, spine, int(rng.integers(2**63)), tags, syntax, stored)))
+        codestream = 16 if syntax == JPEG2000Lossless and tags["BitsStored"] < 16 and rng.random() < 0.25 \
+            else None
+        if codestream:
+            edges.append(edge_case(SOURCE, path, "bits_stored_mismatch", "accept", image_id,
+                                   f"header BitsStored {tags['BitsStored']}, JPEG 2000 codestream 16-bit"))
+        jobs.append((xray_dicom, (root / path, spine, int(rng.integers(2**63)), tags, syntax, stored,
+                                  codestream)))
         if not keep:
             edges.append(edge_case(SOURCE, path, "dropped_labels_only", "drop", image_id, ", ".join(labels)))
             continue
@@ -163,7 +171,8 @@ def file_looks(rng: np.random.Generator, n: int) -> list[dict]:
         "bits": spread(rng, n, (10, 12, 14, 16), (0.15, 0.45, 0.25, 0.15)),
         "photometric": spread(rng, n, ("MONOCHROME1", "MONOCHROME2"), (0.35, 0.65)),
         "voi": spread(rng, n, ("window", "window-multi", "lut", "none"), (0.5, 0.15, 0.15, 0.2)),
-        "syntax": spread(rng, n, (RLELossless, JPEG2000Lossless, ExplicitVRLittleEndian), (0.08, 0.08, 0.84)),
+        # JPEG 2000 dominates, as in the release; a few stay uncompressed or RLE for the variety
+        "syntax": spread(rng, n, (JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian), (0.8, 0.08, 0.12)),
         "modality": spread(rng, n, ("DX", "CR"), (0.6, 0.4)),
     }
     return [dict(zip(columns, values)) for values in zip(*columns.values())]
@@ -208,9 +217,10 @@ def dicom_tags(rng: np.random.Generator, look: dict, spine: Spine, study: str, s
     return tags, look["syntax"], header, stored
 
 
-def xray_dicom(path: Path, spine: Spine, seed: int, tags: dict, syntax: str, stored: tuple[int, int]) -> None:
+def xray_dicom(path: Path, spine: Spine, seed: int, tags: dict, syntax: str, stored: tuple[int, int],
+               codestream_bits: int | None = None) -> None:
     """Draw and write one radiograph; MONOCHROME1 stores bone dark, as such files do."""
     pixels = render(xray_scene(spine), np.random.default_rng(seed))
     if tags["PhotometricInterpretation"] == "MONOCHROME1":
         pixels = 1 - pixels
-    write_dicom(path, to_uint(pixels, *stored), tags, syntax)
+    write_dicom(path, to_uint(pixels, *stored), tags, syntax, codestream_bits=codestream_bits)

@@ -20,23 +20,28 @@ Decisions where the release is vague:
   It is an .xlsx (a zip) that openpyxl reads in memory: its member names never become paths.
 - Anything that resolves outside the source folder (a symlinked image, CSV, workbook or folder) is
   rejected and never opened (common.outside).
+- The release root is the folder (or zip member folder, as in `BUU-LSPINE_400.zip`) whose AP/ or LA/
+  holds a .jpg + .csv pair, at any depth (unzips nest it once or twice).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 
 from build.records import Finding, SourceRecord, level_name
 from build.report import StageReport
-from build.sources.common import MAX_DEPTH, outside, reject_folders, relpath, sex_code
+from build.sources.common import sex_code
+from build.sources.release import Release, locate
 
 SOURCE = "buu"
 STEM = re.compile(r"^(\d{4})-([FM])-(\d{3})Y([01])$")
@@ -47,113 +52,104 @@ VERTEBRAE = ("L1", "L2", "L3", "L4", "L5", "S1")
 COLUMNS = "x1,y1,x2,y2,label"
 WORKBOOK = "*_report.xlsx"
 SHEET_PREFIX = "diag_all"
+DESCRIBE = "AP/ or LA/ folder with <stem>.jpg + <stem>.csv pairs"
 
 Labels = list[tuple[int, float]]  # (CSV line, label) per endplate row, cranial to caudal
 Demographics = dict[str, tuple[str | None, int | None]]  # stem -> (sex, age) as the workbook says
 
 
-def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
-    """Records of the release found inside `folder`: AP images, then LA images, each by file name."""
-    root = _release_root(folder, report)
-    if root is None:
-        return
-    workbook = _workbook(root, folder, report)
+def signature(release: Release) -> bool:
+    """AP/ or LA/ holding at least one <stem>.jpg with its <stem>.csv (the workbook is optional)."""
     for view_folder, _ in VIEWS.values():
-        directory = root / view_folder
-        escape = outside(directory, folder)
+        names = set(release.names(view_folder))
+        if any(name[:-4] + ".csv" in names for name in names if name.lower().endswith(".jpg")):
+            return True
+    return False
+
+
+def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release found inside `folder` (see `read`)."""
+    return read(locate(folder, SOURCE, signature, DESCRIBE, report), report)
+
+
+def read(release: Release, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release: AP images, then LA images, each by file name."""
+    workbook = _workbook(release, report)
+    for view_folder, _ in VIEWS.values():
+        escape = release.problem(view_folder)
         if escape is not None:
-            report.reject(SOURCE, relpath(directory, folder), f"{escape}: folder refused, not read")
-        elif directory.is_dir():
-            yield from _read_view(directory, folder, workbook, report)
+            report.reject(SOURCE, release.shown(view_folder), f"{escape}: folder refused, not read")
+        elif release.is_dir(view_folder):
+            yield from _read_view(release, view_folder, workbook, report)
         else:
-            report.warn(SOURCE, relpath(directory, folder), f"no {view_folder}/ folder in the release")
+            report.warn(SOURCE, release.shown(view_folder), f"no {view_folder}/ folder in the release")
 
 
-def _release_root(folder: Path, report: StageReport) -> Path | None:
-    """The shallowest folder holding AP/ or LA/. common.find_root wants a marker file, and the release
-    root holds no fixed file (the workbook is optional), so this looks for the view folders instead."""
-    refused: set[Path] = set()
-    for depth in range(MAX_DEPTH + 1):
-        found = []
-        for name, _ in VIEWS.values():
-            for path in folder.glob("*/" * depth + name):
-                if not path.is_dir():
-                    continue
-                if outside(path.parent, folder) is None:
-                    found.append(path.parent)
-                else:  # a symlinked folder above the views that leads out: report the link itself
-                    refused.add(next(p for p in (path.parent, *path.parent.parents) if p.is_symlink()))
-        if found:
-            reject_folders(sorted(refused), folder, report, SOURCE)
-            return sorted(found)[0]
-    reject_folders(sorted(refused), folder, report, SOURCE)
-    report.warn(SOURCE, ".", f"source not found: no AP/ or LA/ folder in the folder or {MAX_DEPTH} levels "
-                             "below")
-    return None
-
-
-def _read_view(directory: Path, folder: Path, workbook: Demographics, report: StageReport
+def _read_view(release: Release, view_folder: str, workbook: Demographics, report: StageReport
                ) -> Iterator[SourceRecord]:
     """Pair <stem>.jpg with <stem>.csv in one view folder; a CSV without its image is only warned.
     Dot files (`._x.jpg` from macOS copies) are file-system litter, not release files."""
-    entries = sorted(path for path in directory.iterdir() if not path.name.startswith("."))
-    for path in entries:
-        if path.is_symlink() and not path.exists():
-            report.reject(SOURCE, relpath(path, folder), "broken symlink (its target is missing or loops)")
-    files = [path for path in entries if path.is_file()]
-    images = {path.stem: path for path in files if path.suffix.lower() == ".jpg"}
-    for path in files:
-        if path.suffix.lower() == ".csv" and path.stem not in images:
-            report.warn(SOURCE, relpath(path, folder), "annotation CSV without image")
+    entries = [f"{view_folder}/{name}" for name in release.names(view_folder) if not name.startswith(".")]
+    for rel in entries:
+        path = release.path(rel)
+        if path is not None and path.is_symlink() and not path.exists():
+            report.reject(SOURCE, release.shown(rel), "broken symlink (its target is missing or loops)")
+    files = [rel for rel in entries if release.is_file(rel)]
+    images = {PurePosixPath(rel).stem: rel for rel in files if rel.lower().endswith(".jpg")}
+    for rel in files:
+        if rel.lower().endswith(".csv") and PurePosixPath(rel).stem not in images:
+            report.warn(SOURCE, release.shown(rel), "annotation CSV without image")
     for stem, image in images.items():
-        record = _record(image, directory / f"{stem}.csv", folder, workbook, report)
+        record = _record(release, image, f"{view_folder}/{stem}.csv", workbook, report)
         if record is not None:
             yield record
 
 
-def _record(image: Path, table: Path, folder: Path, workbook: Demographics, report: StageReport
+def _record(release: Release, image: str, table: str, workbook: Demographics, report: StageReport
             ) -> SourceRecord | None:
-    shown = relpath(image, folder)
-    fields = _stem_fields(image, shown, report)
+    shown = release.shown(image)
+    name = PurePosixPath(image)
+    fields = _stem_fields(release, name, shown, report)
     if fields is None:
         return None
-    escape = outside(image, folder)
+    escape = release.problem(image)
     if escape is not None:
         report.reject(SOURCE, shown, f"{escape}: image refused, not read")
         return None
-    escape = outside(table, folder)
+    escape = release.problem(table)
     if escape is not None:
-        report.reject(SOURCE, relpath(table, folder), f"{escape}: annotation CSV refused, not read "
-                                                      f"(image {image.name} not used)")
+        report.reject(SOURCE, release.shown(table), f"{escape}: annotation CSV refused, not read "
+                                                    f"(image {name.name} not used)")
         return None
-    if not table.is_file():
+    if not release.is_file(table):
         report.reject(SOURCE, shown, "no annotation CSV")
         return None
-    labels = _labels(table, folder, report)
+    labels = _labels(release, table, report)
     if labels is None:
         return None
     patient, sex, age, digit = fields.groups()
     view_folder, view = VIEWS[digit]
-    _cross_check(workbook.get(image.stem), sex, int(age), shown, report)
+    _cross_check(workbook.get(name.stem), sex, int(age), shown, report)
     return SourceRecord(
         source=SOURCE,
-        image_key=image.stem,
+        image_key=name.stem,
         patient_id=patient,
         modality="X-ray",
         region="lumbar",
         view=view,
-        path=shown,
-        findings=_findings(labels, EXPECTED_ROWS[view_folder], relpath(table, folder), report),
+        path=image,
+        findings=_findings(labels, EXPECTED_ROWS[view_folder], release.shown(table), report),
         sex=sex,
         age=int(age),
     )
 
 
-def _stem_fields(image: Path, shown: str, report: StageReport) -> re.Match[str] | None:
+def _stem_fields(release: Release, image: PurePosixPath, shown: str, report: StageReport
+                 ) -> re.Match[str] | None:
     """The stem's fields, or None after rejecting a duplicate copy, a foreign name or a misfiled view."""
     match = STEM.match(image.stem)
     if match is None:
-        report.reject(SOURCE, shown, _name_problem(image))
+        report.reject(SOURCE, shown, _name_problem(release, image))
         return None
     view_folder, view = VIEWS[match[4]]
     if image.parent.name != view_folder:
@@ -163,22 +159,22 @@ def _stem_fields(image: Path, shown: str, report: StageReport) -> re.Match[str] 
     return match
 
 
-def _name_problem(image: Path) -> str:
+def _name_problem(release: Release, image: PurePosixPath) -> str:
     copy = COPY.match(image.stem)
     if copy is None or STEM.match(copy["stem"]) is None:
         return f"file name does not match {STEM.pattern}"
     original = image.with_name(copy["stem"] + image.suffix)
-    missing = "" if original.is_file() else " (the original is missing)"
+    missing = "" if release.is_file(str(original)) else " (the original is missing)"
     return f"duplicate copy of {original.name}{missing}"
 
 
-def _labels(path: Path, folder: Path, report: StageReport) -> Labels | None:
+def _labels(release: Release, table: str, report: StageReport) -> Labels | None:
     """The label of every endplate row; None after rejecting the image for a row that is not 5 numbers,
     since a CSV we cannot read cannot tell a normal spine from a slipped one."""
-    shown = relpath(path, folder)
+    shown = release.shown(table)
     labels: Labels = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with io.TextIOWrapper(release.open(table), newline="", encoding="utf-8-sig") as handle:
             lines = csv.reader(handle)
             for cells in lines:
                 if not cells:
@@ -233,18 +229,19 @@ def _findings(labels: Labels, expected: int, shown: str, report: StageReport) ->
     return tuple(Finding("slip", level_name(VERTEBRAE[i // 2], VERTEBRAE[i // 2 + 1])) for i, _, _ in slipped)
 
 
-def _workbook(root: Path, folder: Path, report: StageReport) -> Demographics:
+def _workbook(release: Release, report: StageReport) -> Demographics:
     """Sex and age by image stem from the optional report workbook; empty when it is absent or unusable."""
-    paths = sorted(root.glob(WORKBOOK))
-    if not paths:
+    names = [name for name in release.names() if fnmatch(name, WORKBOOK) and release.is_file(name)]
+    if not names:
         return {}
-    shown = relpath(paths[0], folder)
-    escape = outside(paths[0], folder)
+    shown = release.shown(names[0])
+    escape = release.problem(names[0])
     if escape is not None:
         report.reject(SOURCE, shown, f"{escape}: workbook refused, not read; sex/age not cross-checked")
         return {}
     try:
-        book = openpyxl.load_workbook(paths[0], read_only=True, data_only=True)
+        book = openpyxl.load_workbook(io.BytesIO(release.read_bytes(names[0])), read_only=True,
+                                      data_only=True)
     except (OSError, zipfile.BadZipFile, KeyError, ValueError, InvalidFileException) as exc:
         report.warn(SOURCE, shown, f"workbook unreadable, sex/age not cross-checked: {exc}")
         return {}

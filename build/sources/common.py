@@ -1,4 +1,4 @@
-"""Helpers the four release readers share: locate the release root, read CSVs, name files in reports.
+"""Helpers the four release readers share: read CSVs, check references, name files in reports.
 
 Format-agnostic on purpose (buu, csxa, rsna and vindr import it): nothing here knows a release. Every
 problem goes to the StageReport with the file (relative to the reader's folder, posix) and line, never
@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from build.report import StageReport
 
-MAX_DEPTH = 3  # some unzips nest the release root twice; a little slack on top of that
+if TYPE_CHECKING:
+    from build.sources.release import Release
+
 SHOWN_LINES = 5  # line numbers quoted in one reason before "+N more"
 LOOP = "symlink loop: the path cannot be resolved"
 
@@ -41,53 +45,6 @@ def outside(path: Path, folder: Path) -> str | None:
     return f"symlink to {target} leads outside the source folder"
 
 
-def find_root(folder: Path, marker: str, refused: list[Path] | None = None) -> Path | None:
-    """The shallowest folder holding `marker`, from `folder` itself down to MAX_DEPTH levels below it.
-
-    `marker` is a file name or a relative path ("annotations/train.csv"). Siblings are searched in name
-    order, so when a download holds two copies the choice is still deterministic. None when absent.
-    Subfolders that lead outside `folder` (symlinks) are not searched; they are added to `refused`.
-    """
-    level = [folder]
-    for _ in range(MAX_DEPTH + 1):
-        for candidate in level:
-            if (candidate / marker).is_file():
-                return candidate
-        level = [child for parent in level for child in _subfolders(parent, folder, refused)]
-    return None
-
-
-def _subfolders(parent: Path, folder: Path, refused: list[Path] | None) -> list[Path]:
-    try:
-        children = sorted(child for child in parent.iterdir() if child.is_dir())
-    except OSError:  # missing or unreadable folder: nothing to search below it
-        return []
-    inside = []
-    for child in children:
-        if child.is_symlink() and outside(child, folder) is not None:
-            if refused is not None:
-                refused.append(child)
-            continue
-        inside.append(child)
-    return inside
-
-
-def release_root(folder: Path, marker: str, report: StageReport, source: str) -> Path | None:
-    """find_root, plus the 'source not found' warning every reader owes when a release is absent, and a
-    rejection for every symlinked folder that leads outside `folder` (it is not searched)."""
-    refused: list[Path] = []
-    root = find_root(folder, marker, refused)
-    reject_folders(refused, folder, report, source)
-    if root is None:
-        report.warn(source, ".", f"source not found: no {marker} in the folder or {MAX_DEPTH} levels below")
-    return root
-
-
-def reject_folders(folders: Sequence[Path], base: Path, report: StageReport, source: str) -> None:
-    for child in folders:
-        report.reject(source, relpath(child, base), f"{outside(child, base)}: folder refused, not searched")
-
-
 def relpath(path: Path, base: Path | None) -> str:
     """`path` relative to `base` with posix separators, so records and reports do not depend on the host."""
     if base is not None and path.is_relative_to(base):
@@ -96,73 +53,106 @@ def relpath(path: Path, base: Path | None) -> str:
 
 
 def read_csv_rows(
-    path: Path, required: Sequence[str], report: StageReport, source: str, *, base: Path | None = None
+    release: Release, rel: str, required: Sequence[str], report: StageReport, source: str
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row by column name) for each data row; the header is line 1.
+    """Yield (line number, row by column name) for each data row of `rel` in `release`; the header is line 1.
 
-    Rejects, naming the file (relative to `base`) and line: a file that leads outside `base` (a symlink;
-    not opened), an unreadable or empty file, a header without a `required` column or repeating one
-    (then nothing is yielded), a row whose field count differs from the header's (its values could sit
-    under the wrong names), and undecodable text (the rest of the file is skipped). Blank lines are
-    skipped. Values are returned verbatim; a UTF-8 byte-order mark is dropped, CRLF line ends are fine,
-    extra columns are ignored.
+    Rejects, naming the file and the row's first line: a file that leads outside the source folder (a
+    symlink; not opened), an unreadable or empty file, a header without a `required` column or repeating
+    one (then nothing is yielded), a row whose field count differs from the header's (its values could
+    sit under the wrong names), a row holding bytes that are not UTF-8 (named, e.g. a Windows-1252 byte),
+    and a row the csv module cannot parse (a field over its size limit). Each costs only its row. Blank
+    lines are skipped. Values are returned verbatim; a UTF-8 byte-order mark is dropped, CRLF line ends are
+    fine, extra columns are ignored.
     """
-    shown = relpath(path, base)
-    escape = None if base is None else outside(path, base)
+    shown = release.shown(rel)
+    escape = release.problem(rel)
     if escape is not None:
         report.reject(source, shown, f"{escape}: CSV refused, not read")
         return
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        handle = release.open(rel)
     except OSError as exc:
         report.reject(source, shown, f"cannot read CSV: {exc.strerror or exc}")
         return
-    with handle:
-        lines = csv.reader(handle)
+    with io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
+        lines = csv.reader(text)
+        rows = _rows(lines, shown, report, source)
+        first = next(rows, None)
+        if first is None:
+            report.reject(source, shown, "empty CSV: no header line")
+            return
+        header = [name.strip() for name in first[1]]
+        problem = _header_problem(header, required)
+        if problem:
+            report.reject(source, shown, problem, row=first[0])
+            return
+        for line, values in rows:
+            if len(values) != len(header):
+                report.reject(source, shown, f"{len(values)} fields, header has {len(header)}", row=line)
+                continue
+            yield line, dict(zip(header, values))
+
+
+def _header_problem(header: list[str], required: Sequence[str]) -> str | None:
+    if any(_undecodable(name) for name in header):
+        return f"header is not UTF-8 ({_undecodable(','.join(header))}): nothing read"
+    missing = [name for name in required if name not in header]
+    if missing:
+        return f"header lacks column(s) {', '.join(missing)}"
+    repeated = [name for name in required if header.count(name) > 1]
+    if repeated:
+        return f"header repeats column(s) {', '.join(repeated)}"
+    return None
+
+
+def _rows(lines, shown: str, report: StageReport, source: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, values) of every non-blank row that parses and decodes; the others are rejected here."""
+    while True:
+        start = lines.line_num + 1
         try:
-            first = next(lines, None)
-            if first is None:
-                report.reject(source, shown, "empty CSV: no header line")
-                return
-            header = [name.strip() for name in first]
-            missing = [name for name in required if name not in header]
-            if missing:
-                report.reject(source, shown, f"header lacks column(s) {', '.join(missing)}",
-                              row=lines.line_num)
-                return
-            repeated = [name for name in required if header.count(name) > 1]
-            if repeated:
-                report.reject(source, shown, f"header repeats column(s) {', '.join(repeated)}",
-                              row=lines.line_num)
-                return
-            for values in lines:
-                if not values:
-                    continue
-                if len(values) != len(header):
-                    report.reject(source, shown, f"{len(values)} fields, header has {len(header)}",
-                                  row=lines.line_num)
-                    continue
-                yield lines.line_num, dict(zip(header, values))
-        except (csv.Error, UnicodeDecodeError) as exc:
-            report.reject(source, shown, f"unreadable CSV after line {lines.line_num}, rest skipped: {exc}")
+            values = next(lines)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the csv module drops the rest of the physical line and carries on
+            report.reject(source, shown, f"unparseable row, skipped: {exc}", row=start)
+            continue
+        if not values:
+            continue
+        bad = next((value for value in values if _undecodable(value)), None)
+        if bad is not None:
+            report.reject(source, shown, f"row is not UTF-8 ({_undecodable(bad)}), skipped", row=start)
+            continue
+        yield start, values
+
+
+def _undecodable(value: str) -> str | None:
+    """What is wrong with a value decoded with surrogateescape, or None when it was valid UTF-8."""
+    raw = [ord(char) - 0xDC00 for char in value if "\udc80" <= char <= "\udcff"]
+    if not raw:
+        return None
+    byte = raw[0]
+    guess = bytes([byte]).decode("cp1252", errors="replace")
+    return (f"byte 0x{byte:02x} is invalid UTF-8; in Windows-1252 it would be {guess!r}: save the file as "
+            "UTF-8")
 
 
 def referenced_file(
-    path: Path, base: Path, report: StageReport, source: str, csv_name: str, lines: Sequence[int]
+    release: Release, rel: str, report: StageReport, source: str, csv_name: str, lines: Sequence[int]
 ) -> bool:
-    """True if the file an annotation points at exists inside `base`; otherwise reject it once, with its
-    path and the CSV lines that referenced it, so a missing or refused image never vanishes silently."""
+    """True if the file an annotation points at exists inside the release; otherwise reject it once, with
+    its path and the CSV lines that referenced it, so a missing or refused image never vanishes silently."""
     shown = ", ".join(str(line) for line in lines[:SHOWN_LINES])
     if len(lines) > SHOWN_LINES:
         shown += f" (+{len(lines) - SHOWN_LINES} more)"
-    escape = outside(path, base)
+    escape = release.problem(rel)
     if escape is not None:
-        report.reject(source, relpath(path, base), f"{escape}: refused, not read; referenced by {csv_name} "
-                                                   f"line(s) {shown}")
+        report.reject(source, release.shown(rel), f"{escape}: refused, not read; referenced by {csv_name} "
+                                                  f"line(s) {shown}")
         return False
-    if path.is_file():
+    if release.is_file(rel):
         return True
-    report.reject(source, relpath(path, base), f"missing file, referenced by {csv_name} line(s) {shown}")
+    report.reject(source, release.shown(rel), f"missing file, referenced by {csv_name} line(s) {shown}")
     return False
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from build.records import Finding, Point, SourceRecord
 from build.report import StageReport
-from build.sources.common import read_csv_rows, referenced_file, relpath, release_root
+from build.sources.common import read_csv_rows, referenced_file
+from build.sources.release import Release, locate
 from spinebench import LEVELS
 
 SOURCE = "rsna"
@@ -35,22 +36,29 @@ CONDITIONS = (
 GRADES = ("Normal/Mild", "Moderate", "Severe")
 SERIES_DESCRIPTIONS = ("Sagittal T1", "Sagittal T2/STIR", "Axial T2")
 UNKNOWN = "unknown"
+DESCRIBE = f"{GRADES_CSV} and {MARKER} beside train_images/"
 
 Slice = tuple[int, int, int]  # study, series, instance
 Label = tuple[str, str]  # condition, level
 
 
+def signature(release: Release) -> bool:
+    return (release.is_file(GRADES_CSV) and release.is_file(MARKER) and release.is_dir("train_images"))
+
+
 def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
-    """Records of the release found inside `folder`, sorted numerically by study, series, instance."""
-    root = release_root(folder, MARKER, report, SOURCE)
-    if root is None:
-        return
-    views = _SeriesViews(root, folder, report)
-    grades = _Grades(root, folder, report)
-    slices, points = _annotated_slices(root, folder, report)
+    """Records of the release found inside `folder` (see `read`)."""
+    return read(locate(folder, SOURCE, signature, DESCRIBE, report), report)
+
+
+def read(release: Release, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release, sorted numerically by study, series, instance."""
+    views = _SeriesViews(release, report)
+    grades = _Grades(release, report)
+    slices, points = _annotated_slices(release, report)
     for (study, series, instance), labels in sorted(slices.items()):
-        path = root / "train_images" / str(study) / str(series) / f"{instance}.dcm"
-        if not referenced_file(path, folder, report, SOURCE, MARKER, sorted(labels.values())):
+        path = f"train_images/{study}/{series}/{instance}.dcm"
+        if not referenced_file(release, path, report, SOURCE, MARKER, sorted(labels.values())):
             continue
         findings = (Finding(c, level, grades.severity(study, c, level)) for c, level in labels)
         yield SourceRecord(
@@ -60,23 +68,22 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
             modality="MRI",
             region="lumbar",
             view=views.view(study, series),
-            path=relpath(path, folder),
+            path=path,
             findings=tuple(sorted(findings)),
             points=points.get((study, series, instance), ()),
         )
 
 
-def _annotated_slices(root: Path, folder: Path, report: StageReport
+def _annotated_slices(release: Release, report: StageReport
                       ) -> tuple[dict[Slice, dict[Label, int]], dict[Slice, tuple[Point, ...]]]:
     """Slice -> {(condition, level): first CSV line}, and slice -> the points of those rows (when the CSV
     has x and y columns); rejects rows with unknown strings or bad ids, warns about points that are not
     numbers."""
-    path = root / MARKER
-    shown = relpath(path, folder)
+    shown = release.shown(MARKER)
     columns = ("study_id", "series_id", "instance_number", "condition", "level")
     slices: dict[Slice, dict[Label, int]] = {}
     points: dict[Slice, tuple[Point, ...]] = {}
-    for line, row in read_csv_rows(path, columns, report, SOURCE, base=folder):
+    for line, row in read_csv_rows(release, MARKER, columns, report, SOURCE):
         ids = _integer_ids(row, columns[:3], report, shown, line)
         if ids is None:
             continue
@@ -106,7 +113,7 @@ def _point(row: dict[str, str], shown: str, line: int, report: StageReport) -> P
     except ValueError:
         x = y = math.nan
     if math.isfinite(x) and math.isfinite(y):
-        return Point(shown, line, x, y)
+        return Point(MARKER, line, x, y)
     report.warn(SOURCE, shown, f"point x={row['x']!r}, y={row['y']!r} is not a pair of numbers; finding kept",
                 row=line)
     return None
@@ -126,14 +133,14 @@ def _integer_ids(
 class _SeriesViews:
     """Series description per (study, series); says once per series when it has to answer 'unknown'."""
 
-    def __init__(self, root: Path, folder: Path, report: StageReport) -> None:
+    def __init__(self, release: Release, report: StageReport) -> None:
         self.report = report
-        self.shown = relpath(root / SERIES_CSV, folder)
+        self.shown = release.shown(SERIES_CSV)
         self.views: dict[tuple[int, ...], str] = {}
         self.warned: set[tuple[int, int]] = set()
         first_lines: dict[tuple[int, ...], int] = {}
         columns = ("study_id", "series_id", "series_description")
-        for line, row in read_csv_rows(root / SERIES_CSV, columns, report, SOURCE, base=folder):
+        for line, row in read_csv_rows(release, SERIES_CSV, columns, report, SOURCE):
             ids = _integer_ids(row, columns[:2], report, self.shown, line)
             if ids is None:
                 continue
@@ -161,12 +168,12 @@ class _SeriesViews:
 class _Grades:
     """train.csv by study; severity() says once per study, or study/condition/level, when it has none."""
 
-    def __init__(self, root: Path, folder: Path, report: StageReport) -> None:
+    def __init__(self, release: Release, report: StageReport) -> None:
         self.report = report
-        self.shown = relpath(root / GRADES_CSV, folder)
+        self.shown = release.shown(GRADES_CSV)
         self.rows: dict[int, tuple[int, dict[str, str]]] = {}
         self.warned: set[tuple] = set()
-        for line, row in read_csv_rows(root / GRADES_CSV, ("study_id",), report, SOURCE, base=folder):
+        for line, row in read_csv_rows(release, GRADES_CSV, ("study_id",), report, SOURCE):
             ids = _integer_ids(row, ("study_id",), report, self.shown, line)
             if ids is None:
                 continue

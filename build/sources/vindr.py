@@ -5,7 +5,8 @@ lesion_type on the image (boxes collapse; the strings stay as written, the label
 Region, view, sex and age come from four DICOM header tags. The reader opens no image file: it yields them
 unknown, and `header_facts` fills them in inside the ingest worker that parses the file for its pixels
 anyway, so each file is read once (a file that cannot be parsed is rejected there with the reason). An
-image that resolves outside the source folder (a symlink) is rejected before anything opens it.
+image that resolves outside the source folder (a symlink) is rejected before anything opens it. A box of
+zero width or height loses only the box (warned): the image and its lesion type stay.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from pydicom.dataset import Dataset
 
 from build.records import Finding, SourceRecord
 from build.report import StageReport
-from build.sources.common import read_csv_rows, referenced_file, relpath, release_root, sex_code
+from build.sources.common import read_csv_rows, referenced_file, sex_code
+from build.sources.release import Release, locate
 
 SOURCE = "vindr"
-MARKER = "annotations/train.csv"
+MARKER = "annotations/train.csv"  # with train_images/ beside it: the release's signature
 SPLITS = ("train", "test")
 COLUMNS = ("study_id", "series_id", "image_id", "rad_id", "lesion_type", "xmin", "ymin", "xmax", "ymax")
 NO_FINDING = "No finding"
@@ -34,6 +36,8 @@ LESION_TYPES = frozenset({
     "Spondylolysthesis",  # sic: the release's spelling, kept for the label map
     "Vertebral collapse", "Other lesions", NO_FINDING,
 })
+MIN_BOX = 1e-3  # px: narrower or lower boxes are degenerate (the official loader's threshold)
+DESCRIBE = "annotations/train.csv beside train_images/"
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 UNKNOWN = "unknown"
 # BodyPartExamined / ViewPosition, upper-cased with everything but letters and digits removed
@@ -64,19 +68,25 @@ class _Image:
     rads: dict[str, set[str]] = field(default_factory=dict)  # lesion_type -> rad_ids
 
 
+def signature(release: Release) -> bool:
+    return release.is_file(MARKER) and release.is_dir("train_images")
+
+
 def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
-    """Records of the release found inside `folder`, sorted by image_id."""
-    root = release_root(folder, MARKER, report, SOURCE)
-    if root is None:
-        return
-    images = _annotated_images(root, folder, report)
+    """Records of the release found inside `folder` (see `read`)."""
+    return read(locate(folder, SOURCE, signature, DESCRIBE, report), report)
+
+
+def read(release: Release, report: StageReport) -> Iterator[SourceRecord]:
+    """Records of the release, sorted by image_id."""
+    images = _annotated_images(release, report)
     for image_id in sorted(images):
         image = images[image_id]
         csv_name = f"annotations/{image.split}.csv"
-        path = root / f"{image.split}_images" / f"{image_id}.dicom"
-        if not referenced_file(path, folder, report, SOURCE, csv_name, image.lines):
+        path = f"{image.split}_images/{image_id}.dicom"
+        if not referenced_file(release, path, report, SOURCE, csv_name, image.lines):
             continue
-        _warn_contradiction(image_id, image, relpath(root / csv_name, folder), report)
+        _warn_contradiction(image_id, image, release.shown(csv_name), report)
         yield SourceRecord(
             source=SOURCE,
             image_key=image_id,
@@ -84,19 +94,19 @@ def read_release(folder: Path, report: StageReport) -> Iterator[SourceRecord]:
             modality="X-ray",
             region=UNKNOWN,  # until header_facts
             view=UNKNOWN,
-            path=relpath(path, folder),
+            path=path,
             findings=tuple(Finding(label) for label in sorted(image.rads)),
         )
 
 
-def _annotated_images(root: Path, folder: Path, report: StageReport) -> dict[str, _Image]:
+def _annotated_images(release: Release, report: StageReport) -> dict[str, _Image]:
     """image_id -> its accepted rows; a rejected row costs only itself (the image keeps its other rows)."""
     images: dict[str, _Image] = {}
     for split in SPLITS:
-        path = root / "annotations" / f"{split}.csv"
-        shown = relpath(path, folder)
+        rel = f"annotations/{split}.csv"
+        shown = release.shown(rel)
         first_lines: dict[tuple[str, ...], int] = {}
-        for line, row in read_csv_rows(path, COLUMNS, report, SOURCE, base=folder):
+        for line, row in read_csv_rows(release, rel, COLUMNS, report, SOURCE):
             image = images.get(row["image_id"])
             problem = _row_problem(row)
             listed_elsewhere = image is not None and (image.split, image.study_id) != (split, row["study_id"])
@@ -105,6 +115,9 @@ def _annotated_images(root: Path, folder: Path, report: StageReport) -> dict[str
             if problem is not None:
                 report.reject(SOURCE, shown, problem, row=line)
                 continue
+            degenerate = _degenerate(row) if row["lesion_type"] != NO_FINDING else None
+            if degenerate:
+                report.warn(SOURCE, shown, f"{degenerate}: box dropped, the image keeps its label", row=line)
             first = first_lines.setdefault(tuple(row[name].strip() for name in COLUMNS), line)
             if first != line:
                 report.warn(SOURCE, shown, f"duplicate of line {first}; kept one", row=line)
@@ -136,17 +149,27 @@ def _row_problem(row: dict[str, str]) -> str | None:
     return _box_problem(row)
 
 
+def _box(row: dict[str, str]) -> dict[str, str]:
+    return {name: row[name] for name in ("xmin", "ymin", "xmax", "ymax")}
+
+
 def _box_problem(row: dict[str, str]) -> str | None:
-    """Why a lesion's box is unusable: a lesion without a real box is a broken annotation."""
-    box = {name: row[name] for name in ("xmin", "ymin", "xmax", "ymax")}
+    """Why a lesion row is unusable: box fields that are not numbers mean a misaligned or broken row."""
     try:
-        xmin, ymin, xmax, ymax = (float(value) for value in box.values())
+        values = [float(value) for value in _box(row).values()]
     except ValueError:
-        return f"non-numeric box {box}"
-    if not all(math.isfinite(value) for value in (xmin, ymin, xmax, ymax)):
-        return f"non-finite box {box}"
-    if not (xmax > xmin and ymax > ymin):
-        return f"degenerate box {box}"
+        return f"non-numeric box {_box(row)}"
+    if not all(math.isfinite(value) for value in values):
+        return f"non-finite box {_box(row)}"
+    return None
+
+
+def _degenerate(row: dict[str, str]) -> str | None:
+    """A box under MIN_BOX px wide or high (the official loader drops those and keeps the image), or None.
+    The build uses the lesion type, not the box, so only the box is lost."""
+    xmin, ymin, xmax, ymax = (float(value) for value in _box(row).values())
+    if xmax - xmin < MIN_BOX or ymax - ymin < MIN_BOX:
+        return f"degenerate box {_box(row)}"
     return None
 
 
