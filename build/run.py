@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from build import export, hubcheck, ingest, items
@@ -35,7 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     work = args.out / "work"
     profile = ingest.profile_with(args.profile, args.shard_rows)
-    ingested = ingest.ingest(args.raw, work, profile, args.workers)
+    try:
+        ingested = ingest.ingest(args.raw, work, profile, args.workers)
+    except ingest.WorkerDied as error:
+        print(f"run failed in ingest: {error}", file=sys.stderr)
+        return ingest.EXIT_FAILED
     print(ingested.summary(f"{sum(ingested.counts.get('images', {}).values())} images"))
     review = args.review or work / items.DECISIONS
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
