@@ -14,21 +14,40 @@ lossless PNG. Every source goes through `standardize_file`, so one set of rules 
 The format is read from the content, never the file name. Every reason a file cannot be used becomes an
 `ImageError` whose message is meant for the stage report. Only `DICOM_WHITELIST` fields leave a DICOM.
 
-Hostile files are refused before they can cost much: a frame may hold at most MAX_PIXELS pixels (checked
-from the header, before anything is decoded or allocated); uncompressed pixel data must be exactly as
-long as Rows x Columns x samples x bits x frames say (a short one is a truncated file, a long one means
-the dimensions do not describe the data); a decoder that fails in any way, even with a Rust panic from
-a plugin, fails only that file. Any other unexpected error while reading a file also becomes an
-ImageError naming its type, so one file can never stop a build.
+Hostile files are refused before they can cost much, so one image costs a worker at most about 1 GB
+(measured by benchmarks/memory_caps.py): a file may be at most MAX_FILE_BYTES long, and a deflated DICOM
+dataset may inflate to at most that much (measured while streaming, before pydicom inflates it); other
+element values above DEFER_SIZE are read only when used (pixel data), so a large private element costs
+nothing; a frame may hold at most MAX_PIXELS values (checked from the header, before anything is decoded
+or allocated), and windowing one costs about PEAK_BYTES_PER_VALUE bytes per value. Uncompressed pixel
+data must be as long as Rows x Columns x samples x bits x frames say: a short one is a truncated file, a
+longer one by at least a frame means the dimensions do not describe the data, less than a frame is
+padding (allowed by the standard, ignored, warned). A decoder that fails in any way, even with a Rust
+panic from a plugin, fails only that file, with a one-line reason: pydicom's plugin tracebacks and what
+native decoders print are kept off the terminal. Any other unexpected error while reading a file also
+becomes an ImageError naming its type, so one file can never stop a build. Odd but usable files are
+read and warned about (`StandardImage.warnings`): several frames where one is read, a name whose
+extension says another format, padded pixel data, NaN or infinite float pixels (shown black).
+
+Header values are whitelisted and checked before they leave the file: coded fields keep only DICOM
+defined terms, numeric fields only well-formed finite numbers (`_clean_header_value`); a field that fails
+is left out and named in `invalid_fields`. No reason quotes a header value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import os
+import re
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,7 +57,14 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, pixel_array
+from pydicom.pixels.decoders import gdcm as pydicom_gdcm
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGExtended12Bit
+
+try:  # python-gdcm: the fallback decoder (requirements.txt); the build works without it
+    import gdcm
+except ImportError:  # pragma: no cover - depends on the environment
+    gdcm = None
 
 # Fields that describe how the pixels were encoded and how to display them, never who, where or when.
 # Patient, study, series, equipment and institution modules are left out entirely (names, ids, UIDs,
@@ -65,7 +91,33 @@ DICOM_WHITELIST: tuple[str, ...] = (
     "ViewPosition",
 )
 # Keys this module adds to `StandardImage.header` besides the DICOM_WHITELIST fields.
-DERIVED_HEADER_KEYS: tuple[str, ...] = ("format", "mode", "TransferSyntax", "window", "window_failed")
+DERIVED_HEADER_KEYS: tuple[str, ...] = ("format", "mode", "TransferSyntax", "window", "window_failed",
+                                        "invalid_fields")
+# What each whitelisted field may hold to leave the file (PS3.3 defined terms; anything else is dropped).
+MODALITIES = frozenset({
+    "CR", "CT", "DX", "MR", "MG", "IO", "PX", "RF", "RG", "XA", "US", "NM", "PT", "OT", "SC", "DG", "ES",
+    "XC", "OP", "SM", "MS",
+})
+PHOTOMETRIC_INTERPRETATIONS = frozenset({
+    "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL", "YBR_FULL_422",
+    "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
+})
+CODED_FIELDS: dict[str, frozenset[str]] = {
+    "Modality": MODALITIES,
+    "PhotometricInterpretation": PHOTOMETRIC_INTERPRETATIONS,
+    "VOILUTFunction": frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}),
+    "ViewPosition": frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO"}),
+}
+INTEGER_FIELDS = frozenset({"SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                            "Rows", "Columns", "NumberOfFrames"})
+# Numeric fields: how many values each may have; spacings must also be positive.
+NUMBER_FIELDS: dict[str, tuple[int, int]] = {
+    "RescaleSlope": (1, 1), "RescaleIntercept": (1, 1), "WindowCenter": (1, 16), "WindowWidth": (1, 16),
+    "PixelSpacing": (2, 2), "ImagerPixelSpacing": (2, 2),
+}
+POSITIVE_FIELDS = frozenset({"PixelSpacing", "ImagerPixelSpacing"})
+DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")  # a DICOM DS value
+INTEGER = re.compile(r"[+-]?\d{1,10}")  # a DICOM IS value
 
 DICOM_MAGIC = b"DICM"
 DICOM_MAGIC_OFFSET = 128
@@ -76,10 +128,20 @@ DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 LUMA_FIXED = np.array([19595, 38470, 7471], np.int64)
 PNG_COMPRESS_LEVEL = 6  # fixed so the bytes are reproducible for a given zlib
 RESIZE_REDUCING_GAP = 3.0  # box-reduce first, then LANCZOS: ~3x faster, visually equal (Pillow's docs)
-# Largest frame accepted, in pixels: Pillow's default MAX_IMAGE_PIXELS (~9459 x 9459), where Pillow starts
-# warning about decompression bombs. Real radiographs are below 30 M pixels; a frame this size already
-# takes ~0.7 GB as float64 while windowing.
-MAX_PIXELS = 89_478_485
+# Largest frame accepted, in values (Rows x Columns x samples), e.g. 5656 x 5656 gray. Real radiographs are
+# below 30 M pixels. Decoding and windowing a 16-bit frame peaks at ~22 bytes per value above the file
+# (benchmarks/memory_caps.py: 1.94 GB for 9400 x 9400), so a frame at this limit costs ~0.7 GB.
+MAX_PIXELS = 32_000_000
+PEAK_BYTES_PER_VALUE = 22
+# Largest file read, and the most a deflated DICOM dataset may inflate to: what one image may bring in.
+MAX_FILE_BYTES = 256 << 20
+DEFER_SIZE = 1 << 20  # DICOM element values longer than this are read from the file only when used
+INFLATE_STEP = 4 << 20  # bytes inflated at a time while measuring a deflated dataset
+# Pixel data elements: integer, 32-bit float and 64-bit float pixels.
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Name extensions that promise a format (the content decides; a mismatch is warned about).
+EXTENSION_FORMATS = {".dcm": "DICOM", ".dicom": "DICOM", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG",
+                     ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 # The Pixel Data tag (7FE0,0010) as it is written in little- and big-endian files.
 PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 
@@ -108,6 +170,7 @@ class StandardImage:
     # VOI was not used: "<voi_lut|window>: <exception type or 'flat output'>").
     header: Header
     facts: dict[str, Any] = field(default_factory=dict)  # what the caller's header_facts took from a DICOM
+    warnings: tuple[str, ...] = ()  # odd but usable: one line each, for the stage report
 
 
 class _VoiFailed(Exception):
@@ -131,12 +194,16 @@ def standardize_file(
     if max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
     path = path if isinstance(path, bytes) else Path(path)
+    notes: list[str] = []
     try:
-        if _is_dicom(path):
-            pixels, header, facts = _read_dicom(path, frame, percentile_window, header_facts)
-        else:
-            (pixels, header), facts = _read_picture(path, frame, percentile_window), {}
-        return _finish(pixels, header, max_side, facts)
+        _check_file_size(path)
+        with _quiet_decoders():
+            if _is_dicom(path):
+                pixels, header, facts = _read_dicom(path, frame, percentile_window, header_facts, notes)
+            else:
+                (pixels, header), facts = _read_picture(path, frame, percentile_window, notes), {}
+        notes += _misnamed(path, str(header["format"]))
+        return replace(_finish(pixels, header, max_side, facts), warnings=tuple(notes))
     except ImageError:
         raise
     except BaseException as exc:  # the last line of defence: a file must never stop the build
@@ -171,21 +238,25 @@ def _opened(path: Path | bytes) -> BinaryIO:
 
 
 def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
-                header_facts: Callable[[Dataset], dict[str, Any]] | None = None
+                header_facts: Callable[[Dataset], dict[str, Any]] | None, notes: list[str]
                 ) -> tuple[np.ndarray, Header, dict[str, Any]]:
     """Decode one frame and window it to uint8 as the file asks (see the module docstring)."""
+    ds = _dcmread(path)
+    syntax = _check_pixel_data(ds, frame, path, notes)
     try:
-        ds = pydicom.dcmread(_opened(path) if isinstance(path, bytes) else path)
-    except Exception as exc:  # malformed files raise anything from EOFError to struct.error
-        raise ImageError(f"unreadable DICOM: {exc}") from exc
-    syntax = _check_pixel_data(ds, frame, path)
-    try:
-        stored = pixel_array(ds, index=frame)  # YBR comes back as RGB
+        try:
+            stored = pixel_array(ds, index=frame)  # YBR comes back as RGB
+        except Exception as exc:
+            stored = _fallback_decode(path, ds, frame, exc)
         if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
             stored = apply_color_lut(stored, ds)
+    except ImageError:
+        raise
     except BaseException as exc:  # decoder plugins raise their own types; Rust ones may panic
         _reraise_interrupts(exc)
-        raise ImageError(f"cannot decode pixel data ({syntax.name}): {type(exc).__name__}: {exc}") from exc
+        raise ImageError(f"cannot decode pixel data ({syntax.name}): {_one_line(exc)}") from exc
+    if stored.dtype.kind == "f":
+        stored = _finite(stored, notes)
     facts = header_facts(ds) if header_facts else {}
     if stored.ndim == 3:
         pixels, window = _colour_to_gray(stored, percentile_window)
@@ -196,14 +267,17 @@ def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
     return pixels, {**_dicom_header(ds), **window_fields}, facts
 
 
-def _check_pixel_data(ds: Dataset, frame: int, path: Path) -> pydicom.uid.UID:
+def _check_pixel_data(ds: Dataset, frame: int, path: Path, notes: list[str]) -> pydicom.uid.UID:
     """Refuse, with a reason, what pydicom would reject with a cryptic message, decode as garbage, or
-    try to allocate without bound."""
+    try to allocate without bound; note what is odd but usable."""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise ImageError("DICOM file meta has no TransferSyntaxUID")
-    if "PixelData" not in ds:
+    keyword = next((name for name in PIXEL_KEYWORDS if name in ds), None)
+    if keyword is None:
         raise ImageError(_no_pixel_data(ds, path))
+    if _clean_header_value("PhotometricInterpretation", ds.get("PhotometricInterpretation")) is None:
+        raise ImageError("PhotometricInterpretation is missing or not a DICOM defined term")
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
@@ -218,30 +292,30 @@ def _check_pixel_data(ds: Dataset, frame: int, path: Path) -> pydicom.uid.UID:
                          f"exceeds the limit of {MAX_PIXELS:,}: refused before decoding")
     if not 0 <= frame < frames:
         raise ImageError(f"frame {frame} out of range: the file has {frames} frame(s)")
+    if frames > 1 and frame == 0:
+        notes.append(f"multi-frame file ({frames} frames): only frame 0 is used")
     if not syntax.is_encapsulated:
         try:
             expected = get_expected_length(ds, "bytes")
             bits = int(ds.BitsAllocated)
         except (AttributeError, TypeError, ValueError) as exc:
             raise ImageError(f"invalid pixel description: {exc}") from exc
-        actual = len(ds.PixelData)
+        actual = len(ds[keyword].value)
         if actual < expected:
             raise ImageError(f"truncated DICOM: pixel data {expected - actual} bytes short")
-        if actual > expected + expected % 2:  # an odd length is padded to even: that byte is fine
+        if actual >= expected + expected // frames:  # a whole frame or more: not padding
             raise ImageError(f"pixel data is {actual} bytes but {columns}x{rows}, {samples} sample(s), "
                              f"{bits} bits, {frames} frame(s) need {expected}: the dimensions do not "
                              "describe the data")
+        if actual > expected + expected % 2:  # an odd length is padded to even: that byte is not news
+            notes.append(f"pixel data has {actual - expected} bytes of trailing padding: ignored")
     return syntax
 
 
 def _no_pixel_data(ds: Dataset, path: Path) -> str:
     """'no pixel data', unless the file looks cut off: pydicom silently drops an element that the end of
     the file interrupts, so a truncated download would otherwise read as a file without pixels."""
-    try:
-        body = (path if isinstance(path, bytes) else path.read_bytes())[DICOM_MAGIC_OFFSET + len(DICOM_MAGIC):]
-    except OSError:
-        body = b""
-    if any(tag in body for tag in PIXEL_DATA_TAG_BYTES):
+    if _holds_pixel_data_tag(path):
         return "truncated DICOM: the pixel data element is cut off"
     if len(ds) == 0:
         return "truncated or corrupt DICOM: no data elements after the file meta"
@@ -297,31 +371,53 @@ def _apply_voi(values: np.ndarray, ds: Dataset, method: str) -> np.ndarray:
 
 
 def _dicom_header(ds: Dataset) -> Header:
-    """The whitelisted fields present in the file, as plain str/int/float."""
+    """The whitelisted fields present in the file that hold what they should (see _clean_header_value);
+    the names of those that do not are listed in `invalid_fields`, their values are not kept."""
     header: Header = {"format": "DICOM", "TransferSyntax": ds.file_meta.TransferSyntaxUID.name}
+    invalid = []
     for keyword in DICOM_WHITELIST:
-        value = ds.get(keyword)
-        if value is not None and value != "":
-            header[keyword] = _plain(value)
+        try:
+            value = ds.get(keyword)
+        except Exception:  # noqa: BLE001 - a value pydicom cannot even convert is not kept
+            invalid.append(keyword)
+            continue
+        if value is None or value == "":
+            continue
+        clean = _clean_header_value(keyword, value)
+        if clean is None:
+            invalid.append(keyword)
+        else:
+            header[keyword] = clean
+    if invalid:
+        header["invalid_fields"] = ",".join(invalid)
     return header
 
 
-def _plain(value: object) -> str | int | float:
-    """DICOM value -> str, int or float; multi-values as DICOM writes them, backslash-separated."""
-    if isinstance(value, MultiValue):
-        return "\\".join(str(item) for item in value)
-    if isinstance(value, int):  # IS is a subclass
-        return int(value)
-    if isinstance(value, float):  # DS is a subclass
-        return float(value)
-    return str(value)
+def _clean_header_value(keyword: str, value: object) -> str | int | float | None:
+    """A whitelisted field's value as plain str/int/float if it is what the field may hold, else None:
+    a DICOM defined term for coded fields, a non-negative integer for counts and bit depths, one or more
+    well-formed finite numbers for the rest (multi-values backslash-separated, as DICOM writes them)."""
+    items = [str(item).strip() for item in value] if isinstance(value, MultiValue) else [str(value).strip()]
+    if keyword in CODED_FIELDS:
+        return items[0] if len(items) == 1 and items[0] in CODED_FIELDS[keyword] else None
+    if keyword in INTEGER_FIELDS:
+        return int(items[0]) if len(items) == 1 and INTEGER.fullmatch(items[0]) and int(items[0]) >= 0 else None
+    fewest, most = NUMBER_FIELDS[keyword]
+    if not fewest <= len(items) <= most or not all(DECIMAL.fullmatch(item) for item in items):
+        return None
+    numbers = [float(item) for item in items]
+    if not all(math.isfinite(number) for number in numbers):
+        return None
+    if keyword in POSITIVE_FIELDS and not all(number > 0 for number in numbers):
+        return None
+    return numbers[0] if len(numbers) == 1 else "\\".join(repr(number) for number in numbers)
 
 
 # --- PNG, JPEG and the rest of Pillow -----------------------------------------------------------------
 
 
 def _read_picture(
-    path: Path, frame: int, percentile_window: tuple[float, float]
+    path: Path, frame: int, percentile_window: tuple[float, float], notes: list[str]
 ) -> tuple[np.ndarray, Header]:
     """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window."""
     try:
@@ -330,11 +426,17 @@ def _read_picture(
             if size > MAX_PIXELS:
                 raise ImageError(f"image too large: {image.width}x{image.height} ({size:,} pixels) "
                                  f"exceeds the limit of {MAX_PIXELS:,}")
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and frame == 0:
+                notes.append(f"multi-frame file ({frames} frames): only frame 0 is used")
             image.seek(frame)
             image.load()
             header: Header = {"format": image.format or "unknown", "mode": image.mode}
             if image.mode in DEEP_MODES:
-                pixels = _percentile_window(np.asarray(image), percentile_window)
+                values = np.asarray(image)
+                if values.dtype.kind == "f":
+                    values = _finite(values, notes)
+                pixels = _percentile_window(values, percentile_window)
                 return pixels, {**header, "window": "percentile"}
             gray = image if image.mode == "L" else image.convert("L")
             return np.asarray(gray), {**header, "window": "none"}
@@ -350,6 +452,180 @@ def _read_picture(
         raise
     except Exception as exc:  # plugins raise struct.error, IndexError, ... on corrupt files
         raise ImageError(f"unreadable image ({type(exc).__name__}): {exc}") from exc
+
+
+# --- reading limits, decoder fallback, odd files ---------------------------------------------------------
+
+
+def _check_file_size(path: Path | bytes) -> None:
+    """Nothing is read from a file above MAX_FILE_BYTES: what one image may cost starts with its size."""
+    try:
+        size = len(path) if isinstance(path, bytes) else path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"file is {size:,} bytes, above the limit of {MAX_FILE_BYTES:,}: refused unread")
+
+
+def _dcmread(path: Path | bytes) -> Dataset:
+    """Parse a DICOM file holding only small element values in memory (DEFER_SIZE); a deflated dataset
+    is measured first, because pydicom inflates it whole and a 1 MB file can hold gigabytes."""
+    try:
+        with _opened(path) as handle:
+            meta = pydicom.filereader.read_file_meta_info(handle)
+    except Exception:  # noqa: BLE001 - dcmread below says what is wrong with the file
+        meta = None
+    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        _check_inflated_size(path, meta)
+    try:
+        return pydicom.dcmread(_opened(path) if isinstance(path, bytes) else path, defer_size=DEFER_SIZE)
+    except Exception as exc:  # malformed files raise anything from EOFError to struct.error
+        raise ImageError(f"unreadable DICOM: {_one_line(exc)}") from exc
+
+
+def _check_inflated_size(path: Path | bytes, meta: Dataset) -> None:
+    """Inflate the dataset after the file meta in steps, keeping nothing, and refuse it once it passes
+    MAX_FILE_BYTES; a stream zlib rejects is left to pydicom to report."""
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if group_length is None:
+        raise ImageError("deflated DICOM without FileMetaInformationGroupLength: its dataset cannot be found")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    with _opened(path) as handle:
+        handle.seek(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC) + 12 + int(group_length))  # 12: the length element
+        while (chunk := handle.read(INFLATE_STEP)) and not inflater.eof:
+            while chunk:
+                try:
+                    inflated += len(inflater.decompress(chunk, INFLATE_STEP))
+                except zlib.error:
+                    return
+                if inflated > MAX_FILE_BYTES:
+                    raise ImageError(f"deflated dataset inflates to more than {MAX_FILE_BYTES:,} bytes "
+                                     "(a decompression bomb): refused before inflating it")
+                chunk = inflater.unconsumed_tail
+
+
+def _holds_pixel_data_tag(path: Path | bytes) -> bool:
+    """Whether the file's body holds a Pixel Data tag, scanned in steps (the file may be large)."""
+    tail = b""
+    try:
+        with _opened(path) as handle:
+            handle.seek(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+            while chunk := handle.read(INFLATE_STEP):
+                window = tail + chunk
+                if any(tag in window for tag in PIXEL_DATA_TAG_BYTES):
+                    return True
+                tail = window[-3:]
+    except OSError:
+        return False
+    return False
+
+
+@contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Keep decoder noise off the terminal while a file is read: pydicom logs every failed plugin with a
+    traceback and warns about odd values, and native decoders (GDCM's libjpeg, Rust panics) write to file
+    descriptor 2. What matters reaches the report as the file's one-line reason or warning."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        logger.setLevel(level)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one report line: pydicom lists each plugin's failure on a line of its own."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {'; '.join(lines)}"
+
+
+def _fallback_decode(path: Path, ds: Dataset, frame: int, failure: Exception) -> np.ndarray:
+    """The frame decoded by GDCM itself when pydicom's plugins fail on 12-bit JPEG Extended (pydicom's
+    GDCM plugin refuses that precision, though python-gdcm decodes it); any other failure is re-raised."""
+    bits = int(ds.get("BitsStored") or 8)
+    if ds.file_meta.TransferSyntaxUID != JPEGExtended12Bit or bits <= 8 or int(ds.get("SamplesPerPixel") or 1) != 1:
+        raise failure
+    if gdcm is None:
+        raise ImageError(f"cannot decode pixel data (12-bit JPEG Extended): {_one_line(failure)}; python-gdcm "
+                         "decodes it (pip install python-gdcm)")
+    with _on_disk(path) as name:
+        reader = gdcm.ImageReader()
+        reader.SetFileName(name)
+        read = reader.Read()
+    if not read:
+        raise ImageError(f"cannot decode pixel data (12-bit JPEG Extended): {_one_line(failure)}; "
+                         "gdcm: cannot read the file")
+    image = reader.GetImage()
+    signed = image.GetPixelFormat().GetPixelRepresentation() == 1
+    dtype = np.dtype(np.int16 if signed else np.uint16)
+    values = np.frombuffer(image.GetBuffer().encode("utf-8", "surrogateescape"), dtype)
+    frames, rows, columns = int(ds.get("NumberOfFrames") or 1), int(ds.Rows), int(ds.Columns)
+    if values.size != frames * rows * columns:
+        raise ImageError(f"cannot decode pixel data (12-bit JPEG Extended): {_one_line(failure)}; gdcm: "
+                         f"{values.size} values for {frames} frame(s) of {columns}x{rows}")
+    return values.reshape(frames, rows, columns)[frame]
+
+
+@contextmanager
+def _on_disk(path: Path | bytes) -> Iterator[str]:
+    """A file name GDCM can open: the file itself, or a zip member's bytes in a temporary file (GDCM reads
+    only files; this fallback is rare enough that the copy costs nothing that matters)."""
+    if not isinstance(path, bytes):
+        yield str(path)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as handle:
+        handle.write(path)
+        handle.flush()
+        yield handle.name
+
+
+def _gdcm_last() -> None:
+    """Installed, python-gdcm would become pydicom's first choice for every compressed syntax; it is kept
+    last, so pylibjpeg decodes what it always did (same pixels) and GDCM is only the fallback."""
+    for uid in pydicom_gdcm.DECODER_DEPENDENCIES:
+        decoder = pydicom.pixels.get_decoder(uid)
+        if "gdcm" in decoder.available_plugins:
+            decoder.remove_plugin("gdcm")
+            decoder.add_plugin("gdcm", ("pydicom.pixels.decoders.gdcm", "_decode_frame"))
+
+
+_gdcm_last()
+
+
+def _finite(values: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Float pixels: NaN and infinities carry no intensity, so they become the lowest finite value (black
+    after the window) and are counted in a warning; a frame without any finite value is refused."""
+    finite = np.isfinite(values)
+    bad = values.size - int(np.count_nonzero(finite))
+    if bad == 0:
+        return values
+    if bad == values.size:
+        raise ImageError("no finite pixel values: every pixel is NaN or infinite")
+    lowest = np.min(values, where=finite, initial=np.inf)
+    values = values if values.flags.writeable else values.copy()
+    np.copyto(values, lowest, where=~finite)
+    notes.append(f"{bad:,} of {values.size:,} pixels are NaN or infinite: shown black")
+    return values
+
+
+def _misnamed(path: Path | bytes, content_format: str) -> list[str]:
+    """A warning when the name's extension promises another format than the content has (a zip member's
+    bytes come without their name: the member was matched by its name already)."""
+    if isinstance(path, bytes):
+        return []
+    named = EXTENSION_FORMATS.get(path.suffix.lower())
+    if named is None or named == content_format:
+        return []
+    return [f"the content is {content_format} but the name says {path.suffix}: read as {content_format}"]
 
 
 # --- windowing helpers --------------------------------------------------------------------------------

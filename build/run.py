@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from build import artifacts, config, export, hubcheck, ingest, items
@@ -51,6 +52,9 @@ def _run(args: argparse.Namespace, work: Path, profile: dict) -> int:
         ingested = ingest.ingest(args.raw, work, profile, args.workers, args.sources)
     except ingest.SourceError as error:
         return ingest.source_failure(error)
+    except ingest.WorkerDied as error:
+        print(f"run failed in ingest: {error}", file=sys.stderr)
+        return ingest.EXIT_FAILED
     print(ingested.summary(ingest.headline(ingested, args.sources)))
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
                               items.review_file(work, args.review))
