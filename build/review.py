@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
     claim.flush()
     for line, reason in app.extensions["ledger"].refused:
         print(f"warning: {path}:{line}: {reason} (the build skips this line; fix or delete it)")
-    print(f"review at {url}  (decisions: {path}; Ctrl+C stops)")
+    print(f"review at {url}  (decisions: {path}; Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
