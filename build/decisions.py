@@ -38,13 +38,11 @@ from build.report import StageReport
 from spinebench import LETTERS, LEVELS
 
 KINDS = ("accept", "reject", "correct", "flag")
-FIELDS = ("question", "disease", "levels")
-KEYS = ("id", "decision", "reviewer", "time", "note", "fields")
 NOTE_CHARS, REVIEWER_CHARS = 2000, 100  # also the page's maxlength
 
 
 class DecisionError(ValueError):
-    """A decision that cannot be applied; from a file, the message starts with FILE:LINE."""
+    """A decision that cannot be applied, with the reason (`read` pairs it with the line it came from)."""
 
 
 class Refused(NamedTuple):
@@ -167,7 +165,7 @@ def _reasons(error: ValidationError) -> str:
         if found["type"] == "missing":
             missing.append(where)
         elif found["type"] == "extra_forbidden":
-            allowed = FIELDS if found["loc"][0] == "fields" else KEYS
+            allowed = Fields.model_fields if found["loc"][0] == "fields" else Line.model_fields
             reasons.append(f"unknown key {where!r} (allowed: {', '.join(allowed)})")
         else:
             given = f", not {_json_type(found['input'])}" if found["type"].endswith("_type") else ""

@@ -312,9 +312,9 @@ def create_app(work: Path, decisions_file: Path, reviewer: str) -> Flask:
             return jsonify(error=f"the body is {error}"), 400
         if not isinstance(body, dict):
             return jsonify(error="send a JSON object with Content-Type: application/json"), 400
-        unknown = sorted(set(body) - set(BODY_KEYS))
+        unknown = sorted(key[:40] for key in set(body) - set(BODY_KEYS))[:5]
         if unknown:
-            return jsonify(error=f"unknown keys {unknown[:5]} (allowed: {', '.join(BODY_KEYS)})"), 400
+            return jsonify(error=f"unknown keys {unknown} (allowed: {', '.join(BODY_KEYS)})"), 400
         if not isinstance(body.get("id"), str) or body["id"] not in items:
             return jsonify(error=f"unknown item id {str(body.get('id'))[:200]!r}"), 404
         try:
