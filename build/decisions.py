@@ -24,7 +24,7 @@ about the same item then stands), so one bad line never stops a build or costs t
 from __future__ import annotations
 
 import json
-import unicodedata
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +39,7 @@ from spinebench import LETTERS, LEVELS
 
 KINDS = ("accept", "reject", "correct", "flag")
 NOTE_CHARS, REVIEWER_CHARS = 2000, 100  # also the page's maxlength
+BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # Unicode's Cc, Zl and Zp: controls and line breaks
 
 
 class DecisionError(ValueError):
@@ -75,9 +76,9 @@ def _unicode(value: Any) -> Any:
 def _one_line(text: str) -> str:
     if not text.strip():
         raise ValueError("empty text")
-    bad = next((char for char in text if unicodedata.category(char) in ("Cc", "Zl", "Zp")), None)
-    if bad is not None:
-        raise ValueError(f"control character U+{ord(bad):04X}: must be one line of text")
+    bad = BREAKS.search(text)
+    if bad:
+        raise ValueError(f"control character U+{ord(bad[0]):04X}: must be one line of text")
     return text
 
 
