@@ -112,7 +112,7 @@ def _make_items(work: Path, stage: artifacts.Staging, profile: dict[str, Any], e
     for item in items:
         item["quality"] = float(quality[item.pop("_index")])
     if review is not None:
-        found = decisions.load(review, {item["id"]: item for item in items})
+        found = decisions.load(review, {item["id"]: item for item in items}, report)
         items = decisions.apply(items, found)
         report.count("review", "decisions", len(found))
         for decision in found.values():
