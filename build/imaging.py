@@ -11,6 +11,10 @@ lossless PNG. Every source goes through `standardize_file`, so one set of rules 
   percentile window, because a bit shift would leave most X-rays dark and flat. The EXIF orientation is
   not applied: the releases' annotation coordinates refer to the stored pixel grid.
 
+Only the pixels the standard image keeps are decoded: a JPEG 2000 resolution level or a baseline JPEG's
+DCT scale still at least the output size, else a full decode box-averaged by an integer factor before the
+window (see "decoding only the pixels we keep"). `reduced_decode=False` decodes everything, for comparison.
+
 The format is read from the content, never the file name. Every reason a file cannot be used becomes an
 `ImageError` whose message is meant for the stage report. Only `DICOM_WHITELIST` fields leave a DICOM.
 
@@ -434,9 +438,12 @@ def _j2k_reduced(codestream: bytes, ds: Dataset, target: tuple[int, int]) -> np.
     if header is None:
         return None
     width, height, components, precision, signed, levels = header
-    if ((width, height) != (int(ds.Columns), int(ds.Rows)) or components != 1 or precision > 16
-            or precision != int(ds.BitsStored) or signed != bool(int(ds.get("PixelRepresentation") or 0))):
-        return None  # BitsStored or signedness disagrees with the codestream: pydicom's rules decide
+    # A BitsStored that disagrees with the codestream's precision (VinDr: 12 in the header, 16 in the
+    # stream) changes nothing: pydicom, too, returns the values as the codestream holds them. Signedness
+    # that disagrees is different: pydicom reinterprets the bits, so its full decode decides.
+    if ((width, height) != (int(ds.Columns), int(ds.Rows)) or components != 1
+            or precision > int(ds.BitsAllocated) or signed != bool(int(ds.get("PixelRepresentation") or 0))):
+        return None
     level = 0
     while level < levels and all(-(-side // 2 ** (level + 1)) >= want for side, want in zip((width, height), target)):
         level += 1

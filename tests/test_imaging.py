@@ -634,20 +634,29 @@ def test_reduced_jpeg2000_keeps_stored_values_sign_and_bits(tmp_path):
         assert np.abs(level2 - blocks).mean() < 0.01 * 2**bits, (bits, signed)
 
 
-@pytest.mark.parametrize("header_change", [{"BitsStored": 12, "HighBit": 11}, {"PixelRepresentation": 1}])
-def test_header_disagreeing_with_the_codestream_gets_the_full_decode(tmp_path, header_change):
-    """BitsStored or signedness that contradicts the JPEG 2000 codestream: pydicom's full decode decides."""
+@pytest.mark.parametrize("stream_bits, header_bits", [(16, 12), (12, 16)])
+def test_bits_stored_disagreeing_with_the_codestream_decodes_what_pydicom_decodes(tmp_path, stream_bits, header_bits):
+    """VinDr's header can say 12 bits over a 16-bit codestream: the values are the codestream's either way."""
     from build import imaging
 
-    path = write_dicom(tmp_path / "j.dcm", radiograph(400, 520, 14), bits_stored=14, syntax=JPEG2000Lossless)
+    path = write_dicom(tmp_path / "j.dcm", radiograph(400, 520, 12), bits_stored=stream_bits, syntax=JPEG2000Lossless)
     ds = pydicom.dcmread(path)
-    for keyword, value in header_change.items():
-        setattr(ds, keyword, value)
-    ds.save_as(path)
+    ds.BitsStored, ds.HighBit = header_bits, header_bits - 1
+    level2 = imaging._reduced_codec_decode(ds, 0, JPEG2000Lossless, (128, 98))
+    blocks = pydicom.pixels.pixel_array(ds).reshape(100, 4, 130, 4).mean(axis=(1, 3))
+    assert level2 is not None and np.abs(level2 - blocks).mean() < 0.01 * 4096
+
+
+def test_signedness_disagreeing_with_the_codestream_gets_pydicoms_full_decode(tmp_path):
+    """pydicom reinterprets the bits when PixelRepresentation contradicts the codestream: it decides."""
+    from build import imaging
+
+    path = write_dicom(tmp_path / "j.dcm", radiograph(400, 520, 12), bits_stored=12, syntax=JPEG2000Lossless)
     ds = pydicom.dcmread(path)
+    ds.PixelRepresentation = 1
     assert imaging._reduced_codec_decode(ds, 0, JPEG2000Lossless, (128, 98)) is None
     stored, at_start = imaging._decode_stored(ds, 0, JPEG2000Lossless, (128, 98))
-    assert not at_start
+    assert not at_start and stored.dtype == np.int16
     assert np.array_equal(stored, imaging._box_downscale(pydicom.pixels.pixel_array(ds), (128, 98)))
 
 
