@@ -447,20 +447,38 @@ def _j2k_reduced(codestream: bytes, ds: Dataset, target: tuple[int, int]) -> np.
     level = 0
     while level < levels and all(-(-side // 2 ** (level + 1)) >= want for side, want in zip((width, height), target)):
         level += 1
-    if level == 0:
+    values, mode = _pillow_j2k_level(codestream, level)
+    if values is None or values.shape[1] < target[0] or values.shape[0] < target[1]:
         return None
-    with Image.open(io.BytesIO(codestream)) as image:
-        image.reduce = level
-        image.load()
-        values = np.asarray(image).astype(np.int32)
-        mode_bits = 8 if image.mode == "L" else 16
-    if values.shape[1] < target[0] or values.shape[0] < target[1]:
-        return None
+    mode_bits = 8 if mode == "L" else 16
     # Pillow fills its mode's bits: (value + 2**(p-1) if signed) << (mode bits - p). Undo it.
     values >>= mode_bits - precision
     if signed:
         values -= 1 << (precision - 1)
     return values.astype(f"{'i' if signed else 'u'}{max(1, int(ds.BitsAllocated) // 8)}")
+
+
+def _pillow_j2k_level(codestream: bytes, level: int) -> tuple[np.ndarray | None, str]:
+    """Samples of resolution `level` (int32) and Pillow's mode; (None, "") if neither it nor a finer one decodes.
+
+    OpenJPEG decodes ceil(n / 2**level) samples a side, but Pillow 13 sizes the level round(n / 2**level)
+    and refuses ("broken data stream") a side whose remainder is below half: level 2 of 2205 pixels, say.
+    So Pillow is handed a side that rounds and ceils alike to OpenJPEG's count; the decoded size is checked,
+    and a level that still fails gives way to the next finer one.
+    """
+    for attempt in range(level, 0, -1):
+        power = 1 << attempt
+        try:
+            with Image.open(io.BytesIO(codestream)) as image:
+                samples = tuple(-(-side // power) for side in image.size)
+                image.reduce = attempt
+                image._size = tuple(count * power - power // 2 for count in samples)  # see the docstring
+                image.load()
+                if image.size == samples:
+                    return np.asarray(image).astype(np.int32), image.mode
+        except OSError:
+            continue
+    return None, ""
 
 
 def _j2k_header(codestream: bytes) -> tuple[int, int, int, int, bool, int] | None:

@@ -695,3 +695,15 @@ def test_small_images_are_decoded_as_before(tmp_path):
     """Nothing to reduce when the frame already fits: the very bytes of the full decode."""
     path = write_dicom(tmp_path / "j.dcm", radiograph(300, 400, 12), bits_stored=12, syntax=JPEG2000Lossless)
     assert standardize_file(path).png == standardize_file(path, reduced_decode=False).png
+
+
+def test_jpeg2000_side_of_one_modulo_four_still_decodes_at_level_2(tmp_path):
+    """Pillow sizes a level by rounding where OpenJPEG takes the ceiling: 1101 = 4 x 275 + 1 would fail."""
+    from build import imaging
+
+    path = write_dicom(tmp_path / "odd.dcm", radiograph(902, 1101, 12), bits_stored=12, syntax=JPEG2000Lossless)
+    pixels = imaging._read_dicom(path, 0, (0.5, 99.5), None, REDUCED_SIDE)[0]
+    assert pixels.shape == (226, 276)  # ceil(902 / 4), ceil(1101 / 4)
+    a = pixels_of(standardize_file(path, max_side=REDUCED_SIDE, reduced_decode=False))
+    b = pixels_of(standardize_file(path, max_side=REDUCED_SIDE))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] >= 0.999 and psnr(a, b) >= 40
