@@ -30,7 +30,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
                "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "targets:" in done.stdout
+    assert "\ntargets" in done.stdout
     figures = json.loads(out.read_text(encoding="utf-8"))
 
     ingest = figures["ingest"]
