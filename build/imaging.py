@@ -332,7 +332,8 @@ def _read_picture(
 ) -> tuple[np.ndarray, Header, Source]:
     """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window.
 
-    With `max_side`, decoded only as finely as an output of that long side needs (`_reduce_picture`).
+    With `max_side`, decoded only as finely as an output of that long side needs (`_draft_picture`, and
+    `_box_downscale` before a window).
     Also returns the full image's `Source`.
     """
     try:
