@@ -11,6 +11,10 @@ lossless PNG. Every source goes through `standardize_file`, so one set of rules 
   percentile window, because a bit shift would leave most X-rays dark and flat. The EXIF orientation is
   not applied: the releases' annotation coordinates refer to the stored pixel grid.
 
+Only the pixels the standard image keeps are decoded: a JPEG 2000 resolution level or a baseline JPEG's
+DCT scale still at least the output size, else a full decode box-averaged by an integer factor before the
+window (see "decoding only the pixels we keep"). `reduced_decode=False` decodes everything, for comparison.
+
 The format is read from the content, never the file name. Every reason a file cannot be used becomes an
 `ImageError` whose message is meant for the stage report. Only `DICOM_WHITELIST` fields leave a DICOM.
 
@@ -42,6 +46,7 @@ import logging
 import math
 import os
 import re
+import struct
 import tempfile
 import warnings
 import zlib
@@ -49,17 +54,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.pixels.decoders import gdcm as pydicom_gdcm
 from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGExtended12Bit
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit
 
 try:  # python-gdcm: the fallback decoder (requirements.txt); the build works without it
     import gdcm
@@ -183,13 +189,15 @@ def standardize_file(
     max_side: int = 512,
     percentile_window: tuple[float, float] = (0.5, 99.5),
     header_facts: Callable[[Dataset], dict[str, Any]] | None = None,
+    reduced_decode: bool = True,
 ) -> StandardImage:
     """Read any DICOM or Pillow-readable image and return the standard image; ImageError if unusable.
 
     `path` may also be the file's bytes (a member of a zipped release, never unzipped to disk).
 
     `header_facts`, if given, is called on a DICOM's parsed dataset and its result kept as `facts`: a
-    reader's facts that live in the header cost no second parse. It must not raise.
+    reader's facts that live in the header cost no second parse. It must not raise. `reduced_decode=False`
+    decodes every pixel: the reference the tests and the benchmark hold the reduced decode against.
     """
     if max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
@@ -197,13 +205,16 @@ def standardize_file(
     notes: list[str] = []
     try:
         _check_file_size(path)
+        decode_for = max_side if reduced_decode else None
         with _quiet_decoders():
             if _is_dicom(path):
-                pixels, header, facts = _read_dicom(path, frame, percentile_window, header_facts, notes)
+                pixels, header, facts, source = _read_dicom(path, frame, percentile_window, header_facts, notes,
+                                                            decode_for)
             else:
-                (pixels, header), facts = _read_picture(path, frame, percentile_window, notes), {}
+                (pixels, header, source), facts = _read_picture(path, frame, percentile_window, notes,
+                                                                decode_for), {}
         notes += _misnamed(path, str(header["format"]))
-        return replace(_finish(pixels, header, max_side, facts), warnings=tuple(notes))
+        return replace(_finish(pixels, header, max_side, facts, source), warnings=tuple(notes))
     except ImageError:
         raise
     except BaseException as exc:  # the last line of defence: a file must never stop the build
@@ -238,18 +249,23 @@ def _opened(path: Path | bytes) -> BinaryIO:
 
 
 def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
-                header_facts: Callable[[Dataset], dict[str, Any]] | None, notes: list[str]
-                ) -> tuple[np.ndarray, Header, dict[str, Any]]:
-    """Decode one frame and window it to uint8 as the file asks (see the module docstring)."""
+                header_facts: Callable[[Dataset], dict[str, Any]] | None, notes: list[str],
+                max_side: int | None = None) -> tuple[np.ndarray, Header, dict[str, Any], Source]:
+    """Decode one frame and window it to uint8 as the file asks (see the module docstring).
+
+    With `max_side`, the frame is decoded only as finely as an output of that long side needs (see
+    `_decode_stored`); None decodes every pixel. Also returns the full frame's `Source`.
+    """
     ds = _dcmread(path)
     syntax = _check_pixel_data(ds, frame, path, notes)
+    size = (int(ds.Columns), int(ds.Rows))
+    target = _target_size(size, max_side)
     try:
         try:
-            stored = pixel_array(ds, index=frame)  # YBR comes back as RGB
+            stored, at_start = _decode_stored(ds, frame, syntax, target)
         except Exception as exc:
-            stored = _fallback_decode(path, ds, frame, exc)
-        if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-            stored = apply_color_lut(stored, ds)
+            stored, at_start = _box_downscale(_fallback_decode(path, ds, frame, exc), target), False
+        source = Source(*size, sampled_at_start=at_start)
     except ImageError:
         raise
     except BaseException as exc:  # decoder plugins raise their own types; Rust ones may panic
@@ -260,11 +276,11 @@ def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
     facts = header_facts(ds) if header_facts else {}
     if stored.ndim == 3:
         pixels, window = _colour_to_gray(stored, percentile_window)
-        return pixels, {**_dicom_header(ds), "window": window}, facts
+        return pixels, {**_dicom_header(ds), "window": window}, facts, source
     pixels, window_fields = _window_monochrome(stored, ds, percentile_window)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         np.subtract(255, pixels, out=pixels)  # low stored values are bright in MONOCHROME1
-    return pixels, {**_dicom_header(ds), **window_fields}, facts
+    return pixels, {**_dicom_header(ds), **window_fields}, facts, source
 
 
 def _check_pixel_data(ds: Dataset, frame: int, path: Path, notes: list[str]) -> pydicom.uid.UID:
@@ -417,9 +433,15 @@ def _clean_header_value(keyword: str, value: object) -> str | int | float | None
 
 
 def _read_picture(
-    path: Path, frame: int, percentile_window: tuple[float, float], notes: list[str]
-) -> tuple[np.ndarray, Header]:
-    """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window."""
+    path: Path | bytes, frame: int, percentile_window: tuple[float, float], notes: list[str],
+    max_side: int | None = None,
+) -> tuple[np.ndarray, Header, Source]:
+    """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window.
+
+    With `max_side`, decoded only as finely as an output of that long side needs (`_draft_picture`, and
+    `_box_downscale` before a window).
+    Also returns the full image's `Source`.
+    """
     try:
         with Image.open(_opened(path) if isinstance(path, bytes) else path) as image:
             size = image.width * image.height
@@ -430,16 +452,19 @@ def _read_picture(
             if frames > 1 and frame == 0:
                 notes.append(f"multi-frame file ({frames} frames): only frame 0 is used")
             image.seek(frame)
+            source = Source(*image.size)
+            target = _target_size(image.size, max_side)
+            _draft_picture(image, target)
             image.load()
             header: Header = {"format": image.format or "unknown", "mode": image.mode}
             if image.mode in DEEP_MODES:
                 values = np.asarray(image)
                 if values.dtype.kind == "f":
                     values = _finite(values, notes)
-                pixels = _percentile_window(values, percentile_window)
-                return pixels, {**header, "window": "percentile"}
+                values = _box_downscale(values, target)
+                return _percentile_window(values, percentile_window), {**header, "window": "percentile"}, source
             gray = image if image.mode == "L" else image.convert("L")
-            return np.asarray(gray), {**header, "window": "none"}
+            return np.asarray(gray), {**header, "window": "none"}, source
     except UnidentifiedImageError as exc:
         raise ImageError("not a DICOM (no 'DICM' at byte 128) or image file") from exc
     except EOFError as exc:
@@ -628,6 +653,173 @@ def _misnamed(path: Path | bytes, content_format: str) -> list[str]:
     return [f"the content is {content_format} but the name says {path.suffix}: read as {content_format}"]
 
 
+# --- decoding only the pixels we keep -----------------------------------------------------------------
+#
+# The standard image keeps at most max_side pixels on its long side; the releases store 2-3k pixel
+# radiographs. So each frame is decoded at the coarsest resolution that is still at least the output size,
+# and the window (its statistics included) and the LANCZOS resize run on that:
+# - JPEG 2000, lossless or not: the codestream's wavelet resolution levels, through Pillow's OpenJPEG plugin
+#   (`reduce`). pydicom's decoder, pylibjpeg-openjpeg, exposes no reduced decode.
+# - Baseline 8-bit JPEG, in a DICOM or a .jpg: libjpeg's DCT scaling to 1/2, 1/4 or 1/8 (Pillow's `draft`).
+#   pylibjpeg-libjpeg exposes no scaled decode; 12-bit JPEG is decoded in full (Pillow's libjpeg is 8-bit).
+# - Every other syntax (uncompressed, RLE, JPEG-LS, lossless JPEG, deflated, HTJ2K) and PNG/TIFF: no library
+#   here decodes them at a reduced size (RLE and PNG code every pixel in sequence; pydicom's decoders have
+#   no such option), so the frame is decoded in full, then box-averaged by the integer factor that leaves at
+#   least DOWNSCALE_GAP times the output before it is windowed. 8-bit pictures need no window: Pillow's
+#   resize box-reduces them itself (RESIZE_REDUCING_GAP).
+# A reduced decode that cannot be trusted (header and codestream disagree, colour, an odd stream) is not
+# attempted: the full decode runs, and pydicom reconciles or reports whatever disagrees.
+
+J2K_REDUCIBLE = frozenset({JPEG2000Lossless, JPEG2000})
+JPEG_REDUCIBLE = frozenset({JPEGBaseline8Bit})
+J2K_SOC_SIZ = b"\xff\x4f\xff\x51"  # a JPEG 2000 codestream starts with SOC then SIZ
+J2K_COD, J2K_SOT = b"\xff\x52", b"\xff\x90"
+# Box-average a full decode down to at least this many times the output size: LANCZOS then resamples by a
+# factor of 2-4, which keeps it within 40 dB of resampling the full image (tests/test_imaging.py).
+DOWNSCALE_GAP = 2.0
+
+
+def _target_size(source_size: tuple[int, int], max_side: int | None) -> tuple[int, int] | None:
+    """The output (width, height) a frame of `source_size` gets; None (decode everything) without max_side."""
+    return None if max_side is None else capped_size(*source_size, max_side)
+
+
+def _decode_stored(ds: Dataset, frame: int, syntax: pydicom.uid.UID, target: tuple[int, int] | None
+                   ) -> tuple[np.ndarray, bool]:
+    """One frame's stored values (RGB for colour), decoded no finer than an output of `target` needs.
+
+    Also says whether each decoded sample sits at the start of the block of pixels it stands for (a
+    JPEG 2000 resolution level: the wavelet keeps the even samples) rather than at its centre (box, DCT).
+    """
+    full_size = (int(ds.Columns), int(ds.Rows))
+    if target is not None and target != full_size:
+        reduced = _reduced_codec_decode(ds, frame, syntax, target)
+        if reduced is not None:
+            return reduced, syntax in J2K_REDUCIBLE
+    stored = pixel_array(ds, index=frame)  # YBR comes back as RGB
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)
+    if "ModalityLUTSequence" in ds:  # stored values index a LUT there: averages of them do not
+        return stored, False
+    return _box_downscale(stored, target), False
+
+
+def _reduced_codec_decode(ds: Dataset, frame: int, syntax: pydicom.uid.UID, target: tuple[int, int]
+                          ) -> np.ndarray | None:
+    """The frame at the codec's coarsest level still >= target, or None where that cannot be trusted."""
+    if syntax not in J2K_REDUCIBLE | JPEG_REDUCIBLE or int(ds.get("SamplesPerPixel") or 1) != 1:
+        return None
+    if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    try:
+        data = get_frame(ds.PixelData, frame, number_of_frames=int(ds.get("NumberOfFrames") or 1))
+        decode = _j2k_reduced if syntax in J2K_REDUCIBLE else _jpeg_reduced
+        return decode(data, ds, target)
+    except Exception:  # noqa: BLE001 - a broken stream: the full decoder's own error is the one to report
+        return None
+
+
+def _j2k_reduced(codestream: bytes, ds: Dataset, target: tuple[int, int]) -> np.ndarray | None:
+    """Decode resolution level r (each level halves both sides) of a one-component codestream."""
+    header = _j2k_header(codestream)
+    if header is None:
+        return None
+    width, height, components, precision, signed, levels = header
+    # A BitsStored that disagrees with the codestream's precision (VinDr: 12 in the header, 16 in the
+    # stream) changes nothing: pydicom, too, returns the values as the codestream holds them. Signedness
+    # that disagrees is different: pydicom reinterprets the bits, so its full decode decides.
+    if ((width, height) != (int(ds.Columns), int(ds.Rows)) or components != 1
+            or precision > int(ds.BitsAllocated) or signed != bool(int(ds.get("PixelRepresentation") or 0))):
+        return None
+    level = 0
+    while level < levels and all(-(-side // 2 ** (level + 1)) >= want for side, want in zip((width, height), target)):
+        level += 1
+    values, mode = _pillow_j2k_level(codestream, level)
+    if values is None or values.shape[1] < target[0] or values.shape[0] < target[1]:
+        return None
+    mode_bits = 8 if mode == "L" else 16
+    # Pillow fills its mode's bits: (value + 2**(p-1) if signed) << (mode bits - p). Undo it.
+    values >>= mode_bits - precision
+    if signed:
+        values -= 1 << (precision - 1)
+    return values.astype(f"{'i' if signed else 'u'}{max(1, int(ds.BitsAllocated) // 8)}")
+
+
+def _pillow_j2k_level(codestream: bytes, level: int) -> tuple[np.ndarray | None, str]:
+    """Samples of resolution `level` (int32) and Pillow's mode; (None, "") if neither it nor a finer one decodes.
+
+    OpenJPEG decodes ceil(n / 2**level) samples a side, but Pillow 13 sizes the level round(n / 2**level)
+    and refuses ("broken data stream") a side whose remainder is below half: level 2 of 2205 pixels, say.
+    So Pillow is handed a side that rounds and ceils alike to OpenJPEG's count; the decoded size is checked,
+    and a level that still fails gives way to the next finer one.
+    """
+    for attempt in range(level, 0, -1):
+        power = 1 << attempt
+        try:
+            with Image.open(io.BytesIO(codestream)) as image:
+                samples = tuple(-(-side // power) for side in image.size)
+                image.reduce = attempt
+                image._size = tuple(count * power - power // 2 for count in samples)  # see the docstring
+                image.load()
+                if image.size == samples:
+                    return np.asarray(image).astype(np.int32), image.mode
+        except OSError:
+            continue
+    return None, ""
+
+
+def _j2k_header(codestream: bytes) -> tuple[int, int, int, int, bool, int] | None:
+    """(width, height, components, precision of the first, signed, decomposition levels) from SIZ and COD."""
+    if not codestream.startswith(J2K_SOC_SIZ) or len(codestream) < 43:
+        return None
+    lsiz, _, x1, y1, x0, y0, *_, components, ssiz = struct.unpack_from(">HHIIIIIIIIHB", codestream, 4)
+    position = 4 + lsiz
+    while position + 10 <= len(codestream):
+        marker, length = codestream[position:position + 2], int.from_bytes(codestream[position + 2:position + 4])
+        if marker == J2K_COD:  # Lcod, Scod, progression order, layers (2), MCT, then the number of levels
+            return x1 - x0, y1 - y0, components, (ssiz & 0x7F) + 1, bool(ssiz & 0x80), codestream[position + 9]
+        if marker == J2K_SOT:
+            return None
+        position += 2 + length
+    return None
+
+
+def _jpeg_reduced(data: bytes, ds: Dataset, target: tuple[int, int]) -> np.ndarray | None:
+    """A monochrome baseline JPEG frame at the DCT scale `_draft_picture` picks; None if it cannot scale."""
+    full_size = (int(ds.Columns), int(ds.Rows))
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format != "JPEG" or image.mode != "L" or image.size != full_size:
+            return None
+        _draft_picture(image, target)
+        if image.size == full_size:
+            return None
+        image.load()
+        return np.asarray(image)
+
+
+def _draft_picture(image: Image.Image, target: tuple[int, int] | None) -> None:
+    """Ask libjpeg for the coarsest DCT scale (1/2, 1/4, 1/8) still >= target; other formats: no-op."""
+    if target is not None and image.format == "JPEG" and image.size != target:
+        image.draft(image.mode, target)
+
+
+def _box_downscale(values: np.ndarray, target: tuple[int, int] | None) -> np.ndarray:
+    """Mean over k x k blocks, k the largest integer leaving >= DOWNSCALE_GAP x `target` on both sides.
+
+    Integer data is rounded back to its type: half a stored unit, far below what any window resolves.
+    """
+    if target is None:
+        return values
+    height, width = values.shape[:2]
+    factor = int(min(width / target[0], height / target[1]) / DOWNSCALE_GAP)
+    if factor < 2:
+        return values
+    planes = [values] if values.ndim == 2 else [values[..., band] for band in range(values.shape[2])]
+    reduced = [np.asarray(Image.fromarray(plane.astype(np.float32)).reduce(factor)) for plane in planes]
+    out = reduced[0] if values.ndim == 2 else np.stack(reduced, axis=-1)
+    return (np.rint(out) if values.dtype.kind in "iu" else out).astype(values.dtype)
+
+
 # --- windowing helpers --------------------------------------------------------------------------------
 
 
@@ -652,12 +844,26 @@ def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
 # --- the standard image -------------------------------------------------------------------------------
 
 
-def _finish(pixels: np.ndarray, header: Header, max_side: int, facts: dict[str, Any]) -> StandardImage:
-    """Cap the size, encode the PNG, hash the pixels and measure the quality figures."""
-    source_height, source_width = pixels.shape
-    image = Image.fromarray(pixels)  # uint8, 2-D: mode L
+class Source(NamedTuple):
+    """The full frame's size, and how a reduced decode of it samples it (see `_decode_stored`)."""
+
+    width: int
+    height: int
+    sampled_at_start: bool = False
+
+
+def _finish(pixels: np.ndarray, header: Header, max_side: int, facts: dict[str, Any],
+            source: Source) -> StandardImage:
+    """Cap the size, encode the PNG, hash the pixels and measure the quality figures.
+
+    `pixels` may be a reduced decode of the `source` frame: the output size is the full frame's capped
+    size either way, so a reduced decode changes how the pixels are made, never their size.
+    """
+    source_width, source_height = source.width, source.height
     size = capped_size(source_width, source_height, max_side)  # Pillow returns a copy at the same size
-    image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=RESIZE_REDUCING_GAP)
+    pixels, box = _full_frame_box(pixels, source)
+    image = Image.fromarray(pixels)  # uint8, 2-D: mode L
+    image = image.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=RESIZE_REDUCING_GAP)
     final = np.asarray(image)
     return StandardImage(
         png=_encode_png(image),
@@ -671,6 +877,22 @@ def _finish(pixels: np.ndarray, header: Header, max_side: int, facts: dict[str, 
         header=header,
         facts=facts,
     )
+
+
+def _full_frame_box(pixels: np.ndarray, source: Source) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The whole source frame as a resize box in the pixels of a decode reduced k times (k = 1: all of it).
+
+    A reduced decode has ceil(W/k) pixels, the last covering only what is left of the frame: the box ends at
+    W/k, else the image would stretch by up to (k - 1)/W. A JPEG 2000 level's sample i stands at source
+    pixel k*i, not at the centre of its block: the box moves by 0.5 - 0.5/k, and one edge column and row are
+    repeated so that it stays inside the pixels.
+    """
+    height, width = pixels.shape
+    kx, ky = (max(1, round(full / reduced)) for full, reduced in ((source.width, width), (source.height, height)))
+    shift_x, shift_y = (0.5 - 0.5 / k if source.sampled_at_start else 0.0 for k in (kx, ky))
+    if shift_x or shift_y:
+        pixels = np.pad(pixels, ((0, 1), (0, 1)), mode="edge")
+    return pixels, (shift_x, shift_y, source.width / kx + shift_x, source.height / ky + shift_y)
 
 
 def capped_size(width: int, height: int, max_side: int) -> tuple[int, int]:
