@@ -231,9 +231,9 @@ def floor_loop(jobs: list, max_side: int, window: tuple[float, float], reduced: 
         try:
             decode_for = max_side if reduced else None
             if imaging._is_dicom(job.path):
-                pixels, _, _, source = imaging._read_dicom(job.path, job.frame, window, None, decode_for)
+                pixels, _, _, source = imaging._read_dicom(job.path, job.frame, window, None, [], decode_for)
             else:
-                pixels, _, source = imaging._read_picture(job.path, job.frame, window, decode_for)
+                pixels, _, source = imaging._read_picture(job.path, job.frame, window, [], decode_for)
         except imaging.ImageError:
             continue
         pixels, box = imaging._full_frame_box(pixels, source)
