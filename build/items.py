@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from build import artifacts, config, decisions, distractors, subset
-from build.embedders import Embedder, EmbeddingCache, embed_with_cache, make_embedder
+from build.embedders import Embedder, EmbeddingCache, embed_with_cache, embedding_progress, make_embedder
 from build.options import arrange, seeded_rng
 from build.report import StageReport
 from spinebench import DISEASES, HEALTHY, LEVELS, QA, TASKS
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="build profile (default: the one the work folder was ingested with)")
     parser.add_argument("--embedder", default="fallback",
                         help="'fallback' (deterministic, no weights) or a SigLIP2 Hub id / local path")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    parser.add_argument("--batch-size", type=int,
+                        help="images per embedding batch (default: 32 on CPU, 256 on a CUDA device)")
     parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{DECISIONS} if present)")
 
@@ -69,8 +70,10 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     seed, settings = profile["seed"], profile["items"]
     diseases = [image["disease"] for image in images]
     library = distractors.pick_library(diseases, settings["library_per_disease"], seed)
-    scores, embedder_name = image_scores(work, images, library, settings["similarity"],
-                                         make_embedder(embedder, batch_size=batch_size, device=device), batch_size)
+    with embedding_progress(total=len(images)):
+        scores, embedder_name = image_scores(work, images, library, settings["similarity"],
+                                             make_embedder(embedder, batch_size=batch_size, device=device),
+                                             batch_size)
     context = distractors.Context.from_images(diseases, [i["modality"] for i in images],
                                               [i["region"] for i in images])
     quality = subset.quality([i["clarity"] for i in images], [i["contrast"] for i in images],
