@@ -921,6 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         results["full"] = bench_full(scratch, settings) if args.full else {"run": False}
         print("[7/7] embedding throughput", flush=True)
         results["embedding"] = bench_embedding(scratch / f"ingest-w{WORKERS}", scratch, settings)
+        results["costs"] = __import__("benchmarks.costs").costs.run(scratch, settings)  # prints its own rows
     finally:
         if args.work is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from build import artifacts, cells, config, decisions, distractors, subset
+from build.embedders import Embedder, EmbeddingCache, embed_with_cache, embedding_progress, make_embedder
 from build.errors import BuildError
-from build.embedders import Embedder, EmbeddingCache, embed_with_cache, make_embedder
 from build.options import arrange, seeded_rng
 from build.report import StageReport
 from spinebench import DISEASES, HEALTHY, LEVELS, QA, TASKS
@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="build profile (default: the one the work folder was ingested with)")
     parser.add_argument("--embedder", default="fallback",
                         help="'fallback' (deterministic, no weights) or a SigLIP2 Hub id / local path")
-    parser.add_argument("--batch-size", type=config.positive, default=32, help="images per embedding batch")
+    parser.add_argument("--batch-size", type=config.positive,
+                        help="images per embedding batch (default: 32 on CPU, 256 on a CUDA device)")
     parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{DECISIONS} if present)")
 
@@ -73,7 +74,7 @@ RECORD_COLUMNS = ["image_id", "source", "patient_id", "modality", "region", "vie
                   "present", "levels", "severity", "shard", "sha256", "clarity", "contrast"]  # what items use
 
 
-def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: int, device: str,
+def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: int | None, device: str,
                review: Path | None) -> StageReport:
     """Run the stage: checks its settings before any write, and replaces the previous items only when done."""
     check_settings(work, profile, batch_size)
@@ -85,24 +86,26 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     return report
 
 
-def check_settings(work: Path, profile: dict[str, Any], batch_size: int) -> None:
+def check_settings(work: Path, profile: dict[str, Any], batch_size: int | None) -> None:
     config.load_all()
     config.check_profile(profile)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise BuildError(f"batch size must be at least 1, not {batch_size}")
     if not (work / artifacts.RECORDS).is_file():
         raise BuildError(f"{work / artifacts.RECORDS} not found: run `python -m build ingest` first")
 
 
-def _make_items(work: Path, stage: artifacts.Staging, profile: dict[str, Any], embedder: str, batch_size: int,
+def _make_items(work: Path, stage: artifacts.Staging, profile: dict[str, Any], embedder: str, batch_size: int | None,
                 device: str, review: Path | None) -> StageReport:
     report = StageReport("items")
     images = pq.read_table(work / artifacts.RECORDS, columns=RECORD_COLUMNS).to_pylist()
     seed, settings = profile["seed"], profile["items"]
     diseases = [image["disease"] for image in images]
     library = distractors.pick_library(diseases, settings["library_per_disease"], seed)
-    scores, embedder_name = image_scores(work, images, library, settings["similarity"],
-                                         make_embedder(embedder, batch_size=batch_size, device=device), batch_size)
+    model = make_embedder(embedder, batch_size=batch_size, device=device)  # None: the device's default batch
+    with embedding_progress(total=len(images)):
+        scores, embedder_name = image_scores(work, images, library, settings["similarity"], model,
+                                             batch_size or model.batch_size)
     context = distractors.Context.from_images(diseases, [i["modality"] for i in images],
                                               [i["region"] for i in images])
     quality = subset.quality([i["clarity"] for i in images], [i["contrast"] for i in images],

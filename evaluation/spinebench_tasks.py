@@ -49,6 +49,7 @@ from lighteval.models.model_output import ModelResponse  # noqa: E402
 from lighteval.tasks.lighteval_task import LightevalTask, LightevalTaskConfig  # noqa: E402
 from lighteval.tasks.requests import Doc, SamplingMethod  # noqa: E402
 
+from evaluation import images as item_images  # noqa: E402
 from evaluation.extract import extract_letters, reply_text  # noqa: E402
 from evaluation.prompts import build_prompt, rotate  # noqa: E402
 from spinebench import COLUMNS, CONFIG_NAMES, FEATURES, LETTERS, SPLIT  # noqa: E402
@@ -92,7 +93,7 @@ def _doc(line: dict, task_name: str, text_only: bool) -> Doc:
         query=build_prompt(line, text_only=text_only),
         choices=list(LETTERS[: len(line["options"])]),
         gold_index=[LETTERS.index(letter) for letter in line["answer"]],  # a list for both tasks: one schema
-        images=[] if text_only else [line["image"].convert("RGB")],
+        images=[] if text_only else item_images.doc_images(line["image"]),
         specific=specific,
     )
 
@@ -239,3 +240,10 @@ TASKS_TABLE = [
     _task("mini_text", "mini", prompt_text_only),
     _task("mini_circular", "mini", prompt_circular, metrics=(spinebench_metric, circular_metric)),
 ]
+
+
+def is_ours(task_name: str) -> bool:
+    return task_name.split("|")[0] in {config.name for config in TASKS_TABLE}
+
+
+item_images.install(is_ours)  # images stay encoded in the Docs and out of the details (evaluation/images.py)
