@@ -122,13 +122,26 @@ def test_push_dry_run_lists_the_folder_and_sends_nothing(built, capsys, monkeypa
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda *a, **k: pytest.fail("network"))
     parser = push.argparse.ArgumentParser()
     push.add_arguments(parser)
-    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/spinebench"]))
+    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/spinebench",
+                                        "--allow-fallback-embedder", "--allow-unreviewed"]))
     out = capsys.readouterr().out
     assert code == 0 and "dry run" in out
     listed = {line.split()[-1] for line in out.splitlines() if " MB  " in line}
     assert listed == {name for name, _ in push.plan(built.hub)}
     assert {"README.md", "LICENSE.md", "spinebench_build.json"} <= listed
     assert all(not name.endswith(".py") for name in listed)
+
+
+@pytest.mark.parametrize("allowed", [[], ["--allow-fallback-embedder"], ["--allow-unreviewed"]])
+def test_push_refuses_a_fallback_or_unreviewed_build_unless_told(built, capsys, allowed):
+    """The demo build has fallback hard negatives and no review: each needs its own explicit flag."""
+    parser = push.argparse.ArgumentParser()
+    push.add_arguments(parser)
+    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/x", *allowed]))
+    out = capsys.readouterr().out
+    assert code == 1 and " MB  " not in out
+    assert ("fallback" in out) == ("--allow-fallback-embedder" not in allowed)
+    assert ("review" in out) == ("--allow-unreviewed" not in allowed)
 
 
 def test_push_refuses_a_folder_that_fails_the_checks(built, tmp_path, capsys):
