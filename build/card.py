@@ -113,7 +113,7 @@ def settings(qa: list[dict], build_info: dict[str, Any]) -> str:
         ["multi-lesion rule", items.get("labels", {}).get("multi_lesion", "priority")],
         ["option sets", items.get("option_sets", "nearest")
          + (f" (among the {items['candidates']} nearest)" if items.get("option_sets") == "balanced" else "")],
-        ["Healthy cap per source and view", items.get("healthy_cap") or "none"],
+        ["answer cap per source and view (x the median answer)", items.get("class_cap") or "none"],
         ["mean similarity rank of the distractors (1 = nearest)",
          (items.get("audit") or {}).get("mean_distractor_similarity_rank", "-")],
         ["SDD items with an option that modality alone rules out", f"{ruled} of {len(sdd)}"],

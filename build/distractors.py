@@ -138,21 +138,29 @@ def similarity_ranks(truth: str, chosen: Sequence[str], scores: np.ndarray) -> l
 @dataclass
 class SetBalancer:
     """Chooses, among the option sets an image's nearest `candidates` allow, the one whose members have been
-    its gold most evenly so far (ties: the nearest distractors), and remembers the choice."""
+    its gold most evenly so far (ties: the nearest distractors), and remembers the choice.
+
+    The diseases of the image's own source (`own`: what its images can be labelled) come first: offered
+    all when they fit, so a set never tells the gold by which of its family's diseases it leaves out.
+    """
 
     candidates: int
     gold: defaultdict[frozenset, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
-    def choose(self, truth: str, ranked_distractors: Sequence[str]) -> list[str]:
+    def choose(self, truth: str, ranked_distractors: Sequence[str], own: frozenset[str] = frozenset()
+               ) -> list[str]:
         need = wanted(truth)
-        pool = list(ranked_distractors[: max(need, self.candidates)])
+        family = [d for d in ranked_distractors if d in own]
+        fixed = family if len(family) < need else []
+        rest = [d for d in ranked_distractors if d not in fixed and (fixed or len(family) < need or d in own)]
+        pool = rest[: max(need - len(fixed), self.candidates)]
         best, best_cost = None, None
-        for combo in combinations(range(len(pool)), need):  # nearest combinations first
-            members = frozenset([truth, HEALTHY, *(pool[i] for i in combo)])
+        for combo in combinations(range(len(pool)), need - len(fixed)):  # nearest combinations first
+            members = frozenset([truth, HEALTHY, *fixed, *(pool[i] for i in combo)])
             seen = self.gold[members]
             cost = (seen[truth] - min(seen[m] for m in members), sum(combo))
             if best_cost is None or cost < best_cost:
                 best, best_cost = combo, cost
-        chosen = [pool[i] for i in best]
+        chosen = [*fixed, *(pool[i] for i in best)]
         self.gold[frozenset([truth, HEALTHY, *chosen])][truth] += 1
         return chosen

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from build import artifacts, audit, config, decisions, distractors, subset
+from build import artifacts, audit, config, decisions, distractors, labels, subset
 from build.embedders import Embedder, EmbeddingCache, embed_with_cache, make_embedder
 from build.options import arrange, seeded_rng
 from build.records import slug
@@ -78,7 +78,8 @@ class ItemsReport(StageReport):
 
 
 RECORD_COLUMNS = ["image_id", "source", "patient_id", "modality", "region", "view", "path", "frame", "disease",
-                  "present", "levels", "severity", "shard", "sha256", "clarity", "contrast"]  # what items use
+                  "present", "levels", "severity", "shard", "sha256", "clarity", "contrast",
+                  "findings"]  # what items use
 
 
 def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: int, device: str,
@@ -86,6 +87,10 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     report = ItemsReport("items")
     images = pq.read_table(work / artifacts.RECORDS, columns=RECORD_COLUMNS).to_pylist()
     seed, settings = profile["seed"], profile["items"]
+    study_views = profile["labels"].get("rsna_study_grades_on", [])
+    if study_views:
+        report.count("labels", "RSNA slices relabelled from their study's grades",
+                     labels.relabel_by_study(images, labels.LabelMap.from_config(profile), study_views))
     diseases = [image["disease"] for image in images]
     library = distractors.pick_library(diseases, settings["library_per_disease"], seed)
     scores, embedder_name = image_scores(work, images, library, settings["similarity"],
@@ -201,50 +206,64 @@ def base_item(image: dict, index: int, task: str, question: dict[str, str]) -> d
             **{k: image[k] for k in keep}}
 
 
-def diagnosis_targets(images: list[dict], per_lesion: bool, healthy_cap: float | None, seed: int
+def diagnosis_targets(images: list[dict], per_lesion: bool, class_cap: float | None, seed: int,
+                      views_without_sdd: dict[str, list[str]], single_lesion: bool = False
                       ) -> list[tuple[int, str]]:
-    """(image index, truth) of each SDD item: one per image, or one per disease present (`per_lesion`).
+    """(image index, truth) of each SDD item: one per image, or one per disease present (`per_lesion`);
+    none for the views `views_without_sdd` names per source (they still carry their SLL item), nor, with
+    `single_lesion`, for an image showing several diseases.
 
-    With `healthy_cap`, each (source, view) keeps at most that fraction of its most frequent disease's
-    count as Healthy items (a seeded choice): otherwise "Healthy" would be the answer knowing the view earns.
+    With `class_cap`, no answer (Healthy included) keeps more than that multiple of the median disease's
+    count within its (source, view) (a seeded choice of which): otherwise the answer most often seen with
+    that view is what recognising the view earns.
     """
     targets = []
     for index, image in enumerate(images):
+        if image["view"] in views_without_sdd.get(image["source"], ()):
+            continue
+        if single_lesion and len(set(image["present"]) - {HEALTHY}) > 1:
+            continue  # every option the image shows would be a second right answer, or missing tells
         targets.append((index, image["disease"]))
         if per_lesion:
             targets += [(index, d) for d in image["present"] if d not in (image["disease"], HEALTHY)]
-    if not healthy_cap:
+    if not class_cap:
         return targets
-    cell = lambda index: (images[index]["source"], images[index]["view"])  # noqa: E731
-    diseased = Counter((cell(index), truth) for index, truth in targets if truth != HEALTHY)
-    cap = Counter()
-    for (where, _), n in diseased.items():
-        cap[where] = max(cap[where], round(healthy_cap * n))
-    healthy = sorted((t for t in targets if t[1] == HEALTHY),
-                     key=lambda t: subset.tiebreak(images[t[0]]["image_id"], seed))
+    cell = lambda target: (images[target[0]]["source"], images[target[0]]["view"])  # noqa: E731
+    sizes: dict[tuple, Counter] = {}
+    for target in targets:
+        sizes.setdefault(cell(target), Counter())[target[1]] += 1
+    cap = {where: max(1, round(class_cap * float(np.median([v for d, v in n.items() if d != HEALTHY]
+                                                             or list(n.values())))))
+           for where, n in sizes.items()}
     kept, taken = set(), Counter()
-    for index, _ in healthy:
-        if taken[cell(index)] < cap[cell(index)]:
-            taken[cell(index)] += 1
-            kept.add(index)
-    return [t for t in targets if t[1] != HEALTHY or t[0] in kept]
+    for target in sorted(targets, key=lambda t: subset.tiebreak(f"{images[t[0]]['image_id']}:{t[1]}", seed)):
+        if taken[cell(target), target[1]] < cap[cell(target)]:
+            taken[cell(target), target[1]] += 1
+            kept.add(target)
+    return [t for t in targets if t in kept]
 
 
 def diagnosis_items(images: list[dict], scores: np.ndarray, context: distractors.Context,
                     settings: dict[str, Any], seed: int, per_lesion: bool = False
                     ) -> tuple[list[dict[str, Any]], list[int]]:
     """The SDD items, and the similarity rank of every distractor offered (see distractors.similarity_ranks)."""
-    targets = diagnosis_targets(images, per_lesion, settings.get("healthy_cap"), seed)
+    targets = diagnosis_targets(images, per_lesion, settings.get("class_cap"), seed,
+                                settings.get("diagnosis_skips_views", {}),
+                                settings.get("diagnosis_single_lesion", False))
     questions = assign_questions(len(targets), "diagnosis", seed)
     rng, used = seeded_rng(seed, "options", "diagnosis"), Counter()
     balancer = (distractors.SetBalancer(settings.get("candidates", 6))
                 if settings.get("option_sets", "nearest") == "balanced" else None)
+    own: dict[str, set[str]] = {}
+    for image in images:
+        own.setdefault(image["source"], set()).add(image["disease"])
     items, ranks = [], []
     for (index, truth), question in zip(targets, questions):
         image = images[index]
         ranked = distractors.ranked(truth, image["present"], scores[index], image["modality"], image["region"],
                                     context, settings["exclude_present"], settings["modality_aware"])
-        chosen = balancer.choose(truth, ranked) if balancer else ranked[:distractors.wanted(truth)]
+        chosen = (balancer.choose(truth, ranked, frozenset(own[image["source"]])) if balancer
+                  else ranked[:distractors.wanted(truth)])
         ranks += distractors.similarity_ranks(truth, chosen, scores[index])
         texts = [truth] + chosen + ([HEALTHY] if truth != HEALTHY else [])
         options, answer = arrange(texts, {truth}, used, rng)

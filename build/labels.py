@@ -12,7 +12,7 @@ list; `most_boxes` the disease with the most annotations on the image (VinDr: bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,3 +134,47 @@ class LabelMap:
         if warnings:
             return "no known label"
         return "no label at all"
+
+
+def relabel_by_study(images: list[dict[str, Any]], label_map: LabelMap, views: Sequence[str]) -> int:
+    """Label RSNA slices of `views` by every condition their study grades at the slice's levels.
+
+    The release annotates only one condition per slice (the recesses on an axial slice), but an axial slice
+    through a disc also shows the canal and both foramina, which the study grades at that level on its
+    other slices. Taking all of them stops the MRI sequence from deciding the label. `images` are records
+    rows (with `findings`), changed in place; returns how many changed.
+    """
+    mapping = label_map.raw_to_disease.get("rsna", {})
+    grades: dict[str, dict[tuple[str, str], list[str | None]]] = {}  # study -> (level, disease) -> grades
+    for image in images:
+        if image["source"] == "rsna":
+            study = grades.setdefault(image["patient_id"], {})
+            for f in image["findings"]:
+                if f["level"] is not None and f["label"] in mapping:
+                    study.setdefault((f["level"], mapping[f["label"]]), []).append(f["severity"])
+    changed = 0
+    for image in images:
+        if image["source"] != "rsna" or image["view"] not in views:
+            continue
+        levels = {f["level"] for f in image["findings"] if f["level"] is not None}
+        found: dict[str, list] = {}
+        known_normal = True
+        study = grades.get(image["patient_id"], {})
+        for (level, disease), seen in study.items():
+            if level not in levels:
+                continue
+            if any(g in label_map.accepted_grades for g in seen):
+                found.setdefault(disease, []).append(level)
+            known_normal &= all(g == NORMAL for g in seen)
+        before = (image["disease"], list(image["present"]), list(image["levels"]))
+        if found:
+            disease = label_map.primary(found)
+            worst = [g for (lv, d), seen in study.items() if d == disease and lv in found[disease]
+                     for g in seen if g in GRADE_ORDER]
+            image.update(disease=disease, present=[d for d in DISEASES if d in found],
+                         levels=[lv for lv in LEVELS if lv in found[disease]],
+                         severity=max(worst, key=GRADE_ORDER.index) if worst else None)
+        elif known_normal and label_map.normal_as_healthy:
+            image.update(disease=HEALTHY, present=[HEALTHY], levels=[], severity=NORMAL)
+        changed += before != (image["disease"], list(image["present"]), list(image["levels"]))
+    return changed
