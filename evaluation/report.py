@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -387,7 +388,7 @@ def _breakdown_lines(models: dict, facet: str) -> list[str]:
 
 def markdown(report: dict, figures: list[str]) -> str:
     models = report["models"]
-    lines = [*_overview(report), *_parse_failure_lines(models), *_letter_lines(models),
+    lines = [*_overview(report), *audit_lines(report.get("audit_baselines")), *_parse_failure_lines(models), *_letter_lines(models),
              *_circular_lines(models), "## Breakdowns", ""]
     for facet in FACETS:
         lines += _breakdown_lines(models, facet)
@@ -459,6 +460,33 @@ def write_report(report: dict, out: Path) -> None:
     (out / "report.md").write_text(markdown(report, figures), encoding="utf-8")
 
 
+# The build's validity audit as baseline rows (build/audit.py; read from the dataset folder's build info).
+
+
+def audit_baselines(dataset: Path | None, task: str) -> dict[str, Any] | None:
+    """The audit rows of the configuration `task` scores, from DATASET/spinebench_build.json; None when the
+    dataset is not a local folder or was built before the audit existed."""
+    from build import audit
+    from spinebench import BUILD_INFO
+
+    path = dataset / BUILD_INFO if dataset is not None else None
+    if path is None or not path.is_file():
+        return None
+    found = json.loads(path.read_text(encoding="utf-8"))["items"].get("audit")
+    config = task.split(":", 1)[-1].split("|", 1)[0].removesuffix("_circular").removesuffix("_text")
+    if found is None or config not in found["configs"]:
+        return None
+    return {"dataset": str(dataset), "config": config, "rows": audit.table_rows(found, config)}
+
+
+def audit_lines(baselines: dict[str, Any] | None) -> list[str]:
+    if not baselines:
+        return []
+    return [f"## Without the image (baseline rows of this build's `{baselines['config']}`, build/audit.py)", "",
+            *_markdown_table(["Attack (no image)", "SDD Acc %", "SLL Acc %"], baselines["rows"]), "",
+            "A model's score means image reading only where it beats these rows, not only chance.", ""]
+
+
 # Command line.
 
 
@@ -473,6 +501,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=2000,
                         help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    repo = os.environ.get("SPINEBENCH_REPO", "")
+    parser.add_argument("--dataset", type=Path, default=Path(repo) if repo and Path(repo).is_dir() else None,
+                        help="the local dataset folder scored (default: $SPINEBENCH_REPO if a folder), whose "
+                             "validity audit is shown as baseline rows")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -481,6 +513,7 @@ def main(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    report["audit_baselines"] = audit_baselines(args.dataset, args.task)
     write_report(report, args.out)
     print(headline(report))
     print(f"\nreport: {args.out / 'report.md'}")

@@ -271,3 +271,21 @@ def test_end_to_end_after_lighteval_custom(tmp_path):
                          "sll_recall": "recall_loc"}.items():
         assert summary["table"][name]["value"] == pytest.approx(lighteval[metric]), name
     assert f"| always-a | {100 * sum(sdd) / len(sdd):.2f} [" in shown.stdout
+
+
+def test_the_builds_audit_appears_as_baseline_rows(tmp_path):
+    from build import audit as build_audit
+    from spinebench import BUILD_INFO
+
+    items = [{"id": f"{n}", "task": "diagnosis", "options": ["Osteophytes", "Healthy", "Disc space narrowing",
+              "Vertebral collapse", "Spondylolisthesis"], "answer_text": ["Osteophytes"], "answer": ["A"],
+              "disease": "Osteophytes", "source": "vindr", "patient_id": f"p{n}", "modality": "X-ray",
+              "region": "lumbar", "view": "AP", "question_id": "q", "mini": True} for n in range(40)]
+    found = build_audit.audit(items, seed=0)
+    (tmp_path / BUILD_INFO).write_text(json.dumps({"items": {"audit": found}}))
+    rows = rp.audit_baselines(tmp_path, "spinebench:mini|0")
+    assert rows["config"] == "mini" and ["always Healthy", "0.0", "-"] in rows["rows"]
+    assert ["text-only: option-set prior", "100.0", "-"] in rows["rows"]  # one gold, always: learned
+    text = "\n".join(rp.audit_lines(rows))
+    assert "| text-only: option-set prior | 100.0 | - |" in text
+    assert rp.audit_baselines(tmp_path / "missing", "spinebench:mini") is None
