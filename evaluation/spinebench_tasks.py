@@ -49,7 +49,7 @@ from lighteval.models.model_output import ModelResponse  # noqa: E402
 from lighteval.tasks.lighteval_task import LightevalTask, LightevalTaskConfig  # noqa: E402
 from lighteval.tasks.requests import Doc, SamplingMethod  # noqa: E402
 
-from evaluation.extract import extract_letters, reply_text  # noqa: E402
+from evaluation.extract import extract_letters, figures, reply_text  # noqa: E402
 from evaluation.prompts import build_prompt, rotate  # noqa: E402
 from spinebench import COLUMNS, CONFIG_NAMES, FEATURES, LETTERS, SPLIT  # noqa: E402
 
@@ -101,28 +101,13 @@ def _doc(line: dict, task_name: str, text_only: bool) -> Doc:
 
 
 def score(specific: dict, reply: str) -> dict[str, float]:
-    """Per-sample figures, named by the item's task so that mixed tasks (full, mini) average per task.
-
-    SDD: acc_dis, parse_fail_dis. SLL: acc_loc (exact set), pre_loc and recall_loc of the parsed set
-    (both 0 when nothing parses), parse_fail_loc.
-    """
+    """Per-sample figures of a reply (evaluation/extract.py's `figures` says which)."""
     multi = specific["task"] == "localization"
-    parsed = extract_letters(reply, specific["options"], multi=multi)
-    gold = sorted(specific["answer"])
-    failed = float(parsed is None)
-    if not multi:
-        return {"acc_dis": float(parsed == gold), "parse_fail_dis": failed}
-    hits = len(set(parsed or ()) & set(gold))
-    return {
-        "acc_loc": float(parsed == gold),
-        "pre_loc": hits / len(parsed) if parsed else 0.0,
-        "recall_loc": hits / len(gold),
-        "parse_fail_loc": failed,
-    }
+    return figures(extract_letters(reply, specific["options"], multi=multi), specific["answer"], multi)
 
 
 def _reply(response: ModelResponse) -> str:
-    return reply_text(response.text, response.text_post_processed)
+    return reply_text(response.text)
 
 
 class SpineBenchScore(SampleLevelComputation):
