@@ -8,7 +8,7 @@ is counted as a parse failure.
 0. The answer part. Reasoning is not the answer: a `<think>`/`<thinking>`/`<reasoning>` (or `◁think▷`)
    block is removed; when only a closing tag is there (the chat template opened the block), everything up
    to it is reasoning; a block opened and never closed (cut by the budget) runs to the end of the reply.
-   Full-width forms are folded to ASCII (NFKC: `：` `，` `Ｂ`), `【】`/`〔〕` read as `[]` and `、` as `,`.
+   Full-width forms are folded to ASCII (NFKC: `：` `，` `Ｂ`), `【】`/`〔〕` read as `[]`, `、` as `,`.
 1. The fixed final line, `My final option: [X]` (SDD) or `My final options: [X, Y]` (SLL), also
    `我的最终选项：[X]`. Case, markdown (`**...**`) and missing brackets are tolerated; the colon may be
    `is`, `are`, `is:`, `would be`, `-` or nothing; a final line with nothing after it is read from the next
@@ -18,16 +18,20 @@ is counted as a parse failure.
    options. Anything else there (`none`, `[X]`, a refusal, a hedge `[B] or [D]`) makes the whole reply
    unparseable: the model gave its final word and it names no single reading.
 2. Fallbacks, when there is no final line:
-   a. an answer cue: `Answer: X`, `the answer is X`, `The correct options are B and D`, `答案：C`
-      (the last one wins);
+   a. an answer cue: `Answer: X`, `the answer is X`, `The correct options are B and D`, `答案：C`,
+      `A is the correct answer` (the last one wins; its tail may be option text);
    b. LaTeX `\\boxed{B}` (the last one wins);
    c. letters marked by brackets or bold, `(B)`, `[B]`, `**B**`: for SDD the only letter so marked
-      anywhere, for SLL the marked letters of the last line that has any, provided nothing after that line
-      names another option;
-   d. a last non-empty line that is nothing but a letter list (`B`, `**B.**`, `B, D`).
-3. Option text instead of a letter (case-insensitive, whole words): for SDD the one option whose
-   text appears in the answer part, when exactly one does; for SLL all options whose text appears on the
-   last non-empty line.
+      anywhere, for SLL the marked letters of the last line that has any, provided neither that line nor
+      what follows names another option (`option E`, or its text): else unparseable;
+   d. lines that are nothing but a letter list (`B`, `**B.**`, `B, D`, `C. L3/L4`): the block of them
+      that ends the reply (`C` then `D` on the next line: C and D), else a first line followed by an
+      explanation; not when other lines list other letters, nor when the block repeats every option
+      with its text (echoed options).
+3. Option text instead of a letter (case-insensitive, whole words), leaving out mentions their clause
+   calls absent (`no osteophytes`, `L3/L4 appears normal`): for SDD the one option named in the answer
+   part, when exactly one is; for SLL the options named on the last line that names any, when no earlier
+   line names another.
 
 Letters are A-E, limited to the number of options, and never part of a word. Lowercase letters count
 only where they cannot be prose: in brackets or bold, alone on a line, or listed after a cue with no word
@@ -43,7 +47,7 @@ How this differs from two common parsers, and why:
 | nothing readable | `False`, then an LLM judge | a random letter | None, counted (judge optional) |
 | several letters (`(A) and (C) ... (C) fits`) | False | the last one mentioned | None in SDD |
 | `A` anywhere in a reply of > 3 words | False (any answer) | read | article only when a word follows it |
-| option text | the only option whose text is a substring | the last one found, replies > 5 words | whole words, exactly one (SDD) |
+| option text | the one option that is a substring | the last found (> 5 words) | whole words, one (SDD) |
 | final line / cue | not special | not special | decides; its failure is not rescued |
 | multi-answer sets | not supported | not supported | lists, bracket runs, labelled letters |
 | hedges `B or D` | False (two letters) | the last letter | None |
@@ -71,15 +75,17 @@ _OPENING = re.compile(r"<(?:think|thinking|reasoning)>|◁think▷", re.IGNORECA
 _FOLD = str.maketrans({"【": "[", "】": "]", "〔": "[", "〕": "]", "〖": "[", "〗": "]", "、": ","})
 
 _SEP = r"(?:[ \t*_]*(?:would\s+be|is|are|was|:|=|-|–|—|是|为))*[ \t*_]*"
-_FINAL_LINE = re.compile(rf"(?:\bmy\s+final\s+options?\b|我的最终选[项择]){_SEP}(?P<tail>[^\n]*)", re.IGNORECASE)
+_FINAL_LINE = re.compile(
+    rf"(?:\bmy\s+final\s+options?\b|我的最终选[项择]){_SEP}(?P<tail>[^\n]*)", re.IGNORECASE
+)
 _ANSWER_CUE = re.compile(
     r"(?:\banswers?\b|\b(?:correct|right|best|most\s+likely)\s+(?:options?|choices?|answers?)\b"
     rf"|(?:最终|正确)?答案)(?=[\s*_]*(?:would\s+be|is|are|:|=|是|为)){_SEP}(?=(?P<tail>[^\n]*))",
     re.IGNORECASE,
 )
 _LETTER_FIRST_CUE = re.compile(  # `A is the correct answer`
-    r"(?P<tail>(?<![A-Za-z])[(\[]?\s*[A-E]\s*[)\]]?)\s+is\s+the\s+(?:(?:correct|right|best|most\s+likely)\s+)?"
-    r"(?:answer|option|choice)\b"
+    r"(?P<tail>(?<![A-Za-z])[(\[]?\s*[A-E]\s*[)\]]?)\s+is\s+the\s+"
+    r"(?:(?:correct|right|best|most\s+likely)\s+)?(?:answer|option|choice)\b"
 )
 _BOXED = re.compile(r"\\boxed\{(?P<tail>[^{}]*)\}")
 _MARKED = re.compile(  # (B) [B] **B** __B.__
@@ -90,10 +96,13 @@ _LETTER = r"(?<![A-Za-z])[A-Ea-e](?![A-Za-z])"
 _JOIN = re.compile(r"\s*(?:(?:,|;|&)\s*(?:and\s+)?|\band\s+|和|及|与)\s*", re.IGNORECASE)
 _HEDGE = re.compile(rf"\s*(?:\bor\b|或)\s*\[?\s*{_OPTION_WORD}{_LETTER}", re.IGNORECASE)
 _BRACKET = re.compile(r"\s*\[([^\[\]]*)\]")
+_OPTION_NAMED = re.compile(r"\b(?:option|choice)\s+([A-Ea-e])(?![A-Za-z])", re.IGNORECASE)
 _MARKDOWN = re.compile(r"[*_`]")
 _PUNCTUATION = " .!?:;,)]"
-# Words after which a lone capital A is still the letter: they explain an answer, they do not follow an article.
-_CONNECTIVES = frozenset({"because", "since", "as", "given", "due", "based", "considering", "which", "is", "fits"})
+# Words after which a lone capital A is still the letter: they explain an answer, not follow an article.
+_CONNECTIVES = frozenset(
+    {"because", "since", "as", "given", "due", "based", "considering", "which", "is", "fits"}
+)
 # A reading that names alternatives (`B or D`) or contradicts itself (`A (L4/L5)` when A is L1/L2):
 # unparseable, and no later rule may rescue it.
 NO_READING = "no reading"
@@ -225,7 +234,9 @@ def _labels_itself(label: str, letter: str, options: Sequence[str]) -> bool:
 
 
 def _answer_cue(output: str, options: Sequence[str], multi: bool) -> set[str] | str | None:
-    cues = sorted([*_ANSWER_CUE.finditer(output), *_LETTER_FIRST_CUE.finditer(output)], key=lambda cue: cue.start())
+    cues = sorted(
+        [*_ANSWER_CUE.finditer(output), *_LETTER_FIRST_CUE.finditer(output)], key=lambda cue: cue.start()
+    )
     if not cues:
         return None
     tail = cues[-1]["tail"]
@@ -249,7 +260,7 @@ def _marked(output: str, options: Sequence[str], multi: bool) -> set[str] | str 
     letters = _marked_letters(lines[marked[-1]])
     rest = "\n".join(lines[marked[-1] :])  # the marked line and what follows it
     named = _option_texts(rest, options, multi=True) or set()
-    named |= {letter.upper() for letter in re.findall(r"\b(?:option|choice)\s+([A-Ea-e])(?![A-Za-z])", rest, re.I)}
+    named |= {letter.upper() for letter in _OPTION_NAMED.findall(rest)}
     return NO_READING if named - letters else letters
 
 
@@ -274,7 +285,8 @@ def _lone_letters(output: str, options: Sequence[str], multi: bool) -> set[str] 
     else:
         return None
     others = set().union(*(found for found in listed[:start] if isinstance(found, set)))
-    echoed = len(block) == len(options) > 1 and all(len(_MARKDOWN.sub("", line).strip()) > 3 for line in block)
+    labelled = all(len(_MARKDOWN.sub("", line).strip()) > 3 for line in block)  # `C. L3/L4`, not `C`
+    echoed = len(block) == len(options) > 1 and labelled
     return None if others - answer or echoed else answer
 
 

@@ -95,7 +95,8 @@ class Judge:
                 entry = json.loads(line)
                 cache[entry["key"]] = entry["answer"]
             except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{self.cache_path}:{number}: not a judge cache line; delete the file") from None
+                message = f"{self.cache_path}:{number}: not a judge cache line; delete the file"
+                raise ValueError(message) from None
         return cache
 
     def key(self, reply: str, options: Sequence[str], multi: bool) -> str:
@@ -121,16 +122,20 @@ class Judge:
 
         with ThreadPoolExecutor(self.settings.concurrency) as pool:
             outcomes = list(pool.map(ask, [index for _, index in todo]))
-        fresh = {key: outcome.text for (key, _), outcome in zip(todo, outcomes) if not isinstance(outcome, Failure)}
+        fresh = {
+            key: outcome.text for (key, _), outcome in zip(todo, outcomes) if not isinstance(outcome, Failure)
+        }
         if fresh:
             with self.cache_path.open("a", encoding="utf-8") as cache:
-                cache.writelines(json.dumps({"key": key, "answer": answer}) + "\n" for key, answer in fresh.items())
+                cache.writelines(json.dumps({"key": k, "answer": text}) + "\n" for k, text in fresh.items())
             self.cache.update(fresh)
-        fatal = next((outcome for outcome in outcomes if isinstance(outcome, Failure) and outcome.fatal), None)
+        fatal = next((out for out in outcomes if isinstance(out, Failure) and out.fatal), None)
         if fatal:
-            raise EndpointError(f"error: the judge endpoint stopped (answers so far are cached): {fatal.reason}")
+            raise EndpointError(f"error: the judge endpoint stopped (answers so far cached): {fatal.reason}")
         return [
-            Verdict(read_answer(self.cache[key], options, multi), True) if key in self.cache else Verdict(None, False)
+            Verdict(read_answer(self.cache[key], options, multi), True)
+            if key in self.cache
+            else Verdict(None, False)
             for key, (_, options, multi) in zip(keys, items)
         ]
 

@@ -103,7 +103,7 @@ class EndpointError(SystemExit):
 
 @dataclass(frozen=True)
 class Settings:
-    """The <prefix>_* environment (SPINEBENCH_API_* for the model, SPINEBENCH_JUDGE_* for the judge), read once."""
+    """The <prefix>_* environment, read once: SPINEBENCH_API_* (the model) or SPINEBENCH_JUDGE_* (judge)."""
 
     bases: tuple[str, ...]
     model: str
@@ -330,7 +330,9 @@ class OpenAIModel(GenerationOnly, LightevalModel):
         todo, _ = self._cache.get_samples_to_process_and_cache(docs, GENERATIVE)
         outcomes = self._ask(todo)
         fresh = {
-            id(doc): EndpointResponse(input=doc.query, text=[outcome.text], finish_reason=outcome.finish_reason)
+            id(doc): EndpointResponse(
+                input=doc.query, text=[outcome.text], finish_reason=outcome.finish_reason
+            )
             if isinstance(outcome, Reply)
             else EndpointResponse(input=doc.query, text=[""], finish_reason="failed")
             for doc, outcome in zip(todo, outcomes)
@@ -343,7 +345,7 @@ class OpenAIModel(GenerationOnly, LightevalModel):
         return [fresh[id(doc)] if id(doc) in fresh else next(cached) for doc in docs]
 
     def _ask(self, docs: Sequence[Doc]) -> list[Reply | Failure]:
-        def one(index: int) -> Reply | Failure:  # the payload is built in the worker: images stay out of memory
+        def one(index: int) -> Reply | Failure:  # the payload is built in the worker: images stay out of RAM
             return self.client.complete(
                 index, chat_payload(docs[index], self.settings, self.config.system_prompt)
             )
@@ -361,7 +363,9 @@ class OpenAIModel(GenerationOnly, LightevalModel):
     def _report(self, failures: list[Failure], sent: int) -> None:
         stop = next((failure for failure in failures if failure.fatal), None)
         if stop:
-            raise EndpointError(f"error: the endpoint stopped the run (replies so far are cached): {stop.reason}")
+            raise EndpointError(
+                f"error: the endpoint stopped the run (replies so far are cached): {stop.reason}"
+            )
         if failures:
             reasons = sorted({failure.reason for failure in failures})
             logger.warning(

@@ -114,7 +114,8 @@ def direct_prompt(row: Mapping[str, Any], text_only: bool) -> str:
     )
 
 
-PROMPTS: dict[str, Callable[[Mapping[str, Any], bool], str]] = {"paper": paper_prompt, "direct": direct_prompt}
+Prompt = Callable[[Mapping[str, Any], bool], str]
+PROMPTS: dict[str, Prompt] = {"paper": paper_prompt, "direct": direct_prompt}
 
 
 def build_prompt(row: Mapping[str, Any], text_only: bool = False, prompt: str = DEFAULT_PROMPT) -> str:

@@ -8,9 +8,12 @@ JSON. The letters a reply gave are not saved: they are re-parsed with evaluation
 whose re-parse disagrees with lighteval's parse-failure flag is counted as a warning.
 
 Written to DIR:
-  report.md     the paper's table for each model with 95% CIs, then the paper's own rows (labelled: its
-                numbers on its own subset); parse failures; gold and predicted letters; circular accuracy
-                when `<task>_circular` was run; accuracy by disease, modality, source and paraphrase
+  report.md     the paper's table for each model with 95% CIs (and `+ judge` rows with --judge), rows of a
+                --baselines file, then the paper's own rows (labelled: its numbers on its own subset);
+                per run the prompt asked and the share of replies cut by the generation budget (finish
+                reason `length`, where the backend saved it) and failed requests; the shares read by the
+                rules, by the judge and by neither; gold and predicted letters; circular accuracy when
+                `<task>_circular` was run; accuracy by disease, modality, source and paraphrase
   report.json   the same figures, as fractions
   figures/      per model: <model>_disease_accuracy.png (with CIs), <model>_sdd_confusion.png
 
@@ -21,7 +24,12 @@ whole patients keeps that correlation, needs no normal approximation for accurac
 handles subgroup accuracies (ratios with a random denominator); and since every figure of a model is
 computed on the same resamples, Overall (the mean of two accuracies over shared patients) gets its
 interval from the same draws. A patient is `source/patient_id` (ids are only unique within a release).
-A subgroup's interval ignores the resamples that drew none of its patients.
+A subgroup's interval ignores the resamples that drew none of its patients. Where the resamples cannot
+vary (every item agrees, or a single patient), a percentile interval would collapse to [x, x]: then the
+Wilson interval over patients when every item agrees on 0 or 1, else none (`n too small`).
+
+The judge (--judge, evaluation/judge.py) only reads replies the rules could not; lighteval's own scores
+stay the rules' (the row without `+ judge`).
 """
 
 from __future__ import annotations
@@ -108,7 +116,8 @@ def read_items(path: Path) -> pd.DataFrame:
     table = pq.read_table(path, columns=["doc.specific", *response_columns, "metric"])
     specifics, metrics = table["specific"].to_pylist(), table["metric"].to_pylist()
     texts = table["text"].to_pylist()
-    finishes = table["finish_reason"].to_pylist() if "finish_reason" in table.column_names else [None] * len(texts)
+    saved = "finish_reason" in table.column_names
+    finishes = table["finish_reason"].to_pylist() if saved else [None] * len(texts)
     rows = []
     for specific, text, finish, metric in zip(specifics, texts, finishes, metrics):
         task = specific["task"]
@@ -473,14 +482,16 @@ def headline(report: dict) -> str:
     for model, summary in report["models"].items():
         rows.append([model, *(_with_ci(summary["table"].get(name)) for name in HEADERS)])
         if summary.get("table_with_judge"):
-            rows.append([f"{model} + judge", *(_with_ci(summary["table_with_judge"].get(name)) for name in HEADERS)])
+            judged = summary["table_with_judge"]
+            rows.append([f"{model} + judge", *(_with_ci(judged.get(name)) for name in HEADERS)])
     if baselines:
-        rows += [[f"{row['model']} ‡", *(_percent(row[name]) for name in HEADERS)] for row in baselines["rows"]]
+        rows += [[f"{row['model']} ‡", *(_percent(row[name]) for name in HEADERS)]
+                 for row in baselines["rows"]]
     rows += [[f"{row['model']} †", *(_percent(row[name]) for name in HEADERS)] for row in paper["rows"]]
     notes = []
     if report.get("judge"):
-        notes.append(f"+ judge: the same run, replies the rules could not read given to {report['judge']['model']} "
-                     "(evaluation/judge.py); the row above it is the rules alone.")
+        notes.append(f"+ judge: the same run, replies the rules could not read given to "
+                     f"{report['judge']['model']} (evaluation/judge.py); the row above: the rules alone.")
     if any(figure.get("interval") for summary in report["models"].values()
            for figure in summary["table"].values()):
         notes.append("W: every item agrees, so the bootstrap cannot vary: Wilson interval over patients.")
@@ -515,11 +526,12 @@ def _run_lines(report: dict) -> list[str]:
         spent = summary["budget"]
         known = bool(spent["known"])
         rows.append([model, ", ".join(summary["prompts"]), summary["items"],
-                     f"{spent['cut']} of {spent['received']} ({_percent(spent['cut_rate'])}%)" if known else "not saved",
+                     f"{spent['cut']} of {spent['received']} ({_percent(spent['cut_rate'])}%)"
+                     if known else "not saved",
                      spent["failed"] if known else "not saved"])
     header = ["Model", "Prompt", "Items", "Cut by the budget (finish reason length)", "Failed requests"]
     return ["## Runs", "", *_markdown_table(header, rows), "",
-            "Prompt: `paper` (the default tasks) or `direct` (the `_direct` tasks), see evaluation/prompts.py. "
+            "Prompt: `paper` (the default tasks) or `direct` (the `_direct` tasks): evaluation/prompts.py. "
             "Finish reasons are saved by the endpoint model (evaluation/openai_model.py), not by lighteval's "
             "own backends.", ""]
 
@@ -535,8 +547,8 @@ def _parse_failure_lines(report: dict) -> list[str]:
     judged = {model: summary["judge"] for model, summary in models.items() if summary.get("judge")}
     if judged:
         lines += ["Judge calls: " + "; ".join(
-            f"{model}: {calls['asked']} asked, {calls['extracted']} read, {calls['no_answer']} no valid answer, "
-            f"{calls['failed']} failed" for model, calls in judged.items()) + ".", ""]
+            f"{model}: {calls['asked']} asked, {calls['extracted']} read, {calls['no_answer']} no valid "
+            f"answer, {calls['failed']} failed" for model, calls in judged.items()) + ".", ""]
     mismatched = {model: summary["parse_mismatches"] for model, summary in models.items()
                   if summary["parse_mismatches"]}
     if mismatched:
@@ -658,8 +670,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--judge", action="store_true",
-                        help="give replies the rules cannot read to the judge endpoint (SPINEBENCH_JUDGE_BASE, "
-                             "_MODEL, _KEY; see evaluation/judge.py); calls cached in RUN_DIR/" + JUDGE_CACHE)
+                        help="give replies the rules cannot read to the judge endpoint "
+                             "(SPINEBENCH_JUDGE_BASE, _MODEL, _KEY; see evaluation/judge.py), calls cached "
+                             "in "
+                             "RUN_DIR/" + JUDGE_CACHE)
     parser.add_argument("--baselines", type=Path, metavar="FILE",
                         help="rows to show beside the models (JSON or YAML), e.g. the validity audit's "
                              "text-only attack and constant answers")

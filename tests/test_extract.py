@@ -53,7 +53,8 @@ def test_lighteval_scores_list_and_string_replies_alike(case):
     assert as_list == as_string
     suffix = "loc" if case["multi"] else "dis"
     assert as_list[f"parse_fail_{suffix}"] == float(case["expected"] is None)
-    assert as_list[f"acc_{suffix}"] == float(case["expected"] is not None and case["expected"] == case["hand"])
+    right = case["expected"] is not None and case["expected"] == case["hand"]
+    assert as_list[f"acc_{suffix}"] == float(right)
 
 
 @pytest.mark.parametrize(

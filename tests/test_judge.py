@@ -26,7 +26,7 @@ SDD3, SLL4 = "I cannot tell from this image.", "No idea, sorry."
 
 @contextmanager
 def fake_judge(answer: Callable[[str], str | None], status: int = 200) -> Iterator[tuple[str, list]]:
-    """A judge endpoint answering `answer(prompt)` (None: null content); yields its base URL and the prompts."""
+    """A judge answering `answer(prompt)` (None: null content); yields its base URL and the requests."""
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -97,7 +97,8 @@ def test_judge_reads_only_what_the_rules_cannot_and_is_cached(hand_run, judge_en
     assert summary["parsing"]["diagnosis"] | {} == {
         "n": 6, "rules": 5, "judge": 1, "unparsed": 0,
         "rules_rate": pytest.approx(5 / 6), "judge_rate": pytest.approx(1 / 6), "unparsed_rate": 0.0}
-    assert (summary["parsing"]["localization"]["judge"], summary["parsing"]["localization"]["unparsed"]) == (0, 1)
+    localization = summary["parsing"]["localization"]
+    assert (localization["judge"], localization["unparsed"]) == (0, 1)
     assert summary["table"]["sdd_acc"]["value"] == 0.5  # the rules alone
     assert summary["table_with_judge"]["sdd_acc"]["value"] == pytest.approx(4 / 6)  # sdd-3 read as C, right
     assert summary["table_with_judge"]["sll_acc"]["value"] == 0.25  # garbage adds nothing
@@ -122,7 +123,7 @@ def test_judge_answering_garbage_adds_nothing(hand_run, judge_env, sdd, sll, fai
     assert len(cached) == 2 - failed
 
 
-def test_judge_refusing_the_key_stops_with_one_line_and_no_key(hand_run, judge_env, tmp_path, capsys):  # noqa: F811
+def test_judge_refusing_the_key_stops_with_one_line_and_no_key(hand_run, judge_env, tmp_path):  # noqa: F811
     with fake_judge(sensible, status=401) as (base, seen):
         judge_env(base)
         with pytest.raises(SystemExit) as stopped:

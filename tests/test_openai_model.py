@@ -318,7 +318,8 @@ def test_null_or_empty_content_is_a_failed_request_retried_on_rerun(hub, tmp_pat
 
 def test_reply_cut_by_the_budget_is_kept_with_its_finish_reason(hub, tmp_path, monkeypatch):
     docs = make_docs(hub, "mini")[:2]
-    stub = Stub(gold_table(hub, "mini"), script=[completion(None, "length"), completion("The disc", "length")])
+    script = [completion(None, "length"), completion("The disc", "length")]
+    stub = Stub(gold_table(hub, "mini"), script=script)
     with serve(stub) as base:
         model = make_model(monkeypatch, tmp_path, base, SPINEBENCH_API_CONCURRENCY="1")
         first = model.greedy_until(docs)
@@ -395,7 +396,8 @@ def test_refused_key_ends_the_command_with_one_line_and_a_hint(hub, tmp_path, st
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the endpoint stopped the run") and f"HTTP {status}" in last and hint in last
+    assert last.startswith("error: the endpoint stopped the run")
+    assert f"HTTP {status}" in last and hint in last
 
 
 # The real command line on the exported Hub folder of the session build.

@@ -210,8 +210,8 @@ def test_subgroup_where_every_item_agrees_gets_a_wilson_interval_over_patients()
     values = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
     masks = np.array([[True] * 5 + [False], [False] * 5 + [True]])
     right, wrong = bootstrap.means(values, masks)
-    assert (right["lo"], right["hi"], right["interval"], right["n"]) == (pytest.approx(0.43850, abs=1e-4), 1.0,
-                                                                         "wilson", 5)
+    assert (right["lo"], right["hi"], right["interval"], right["n"]) == (
+        pytest.approx(0.43850, abs=1e-4), 1.0, "wilson", 5)
     assert (wrong["lo"], wrong["hi"]) == (0.0, pytest.approx(0.79346, abs=1e-4))
     assert rp._with_ci(right) == "100.00 [43.85, 100.00] W"
 
@@ -300,7 +300,8 @@ def test_runs_show_the_prompt_and_the_share_cut_by_the_budget(tmp_path):
     report = rp.build_report(tmp_path / "run", "spinebench:mini")
     endpoint, local = report["models"]["endpoint"], report["models"][MODEL]
     # 10 finish reasons known, 1 request failed, 2 of the 9 replies received were cut
-    assert endpoint["budget"] == {"known": 10, "received": 9, "cut": 2, "failed": 1, "cut_rate": pytest.approx(2 / 9)}
+    assert endpoint["budget"] == {
+        "known": 10, "received": 9, "cut": 2, "failed": 1, "cut_rate": pytest.approx(2 / 9)}
     assert (endpoint["prompts"], local["prompts"]) == (["paper"], ["unrecorded"])
     assert local["budget"]["known"] == 0
     text = rp.markdown(report, [])
@@ -328,6 +329,7 @@ def test_baseline_rows_appear_beside_the_models(hand_run, tmp_path):
 def test_bad_baselines_file_is_named_and_nothing_is_written(hand_run, tmp_path, capsys, content, reason):
     bad = tmp_path / "baselines.yaml"
     bad.write_text(content)
-    assert evaluation_main(["report", str(hand_run), "--out", str(tmp_path / "r"), "--baselines", str(bad)]) == 1
+    command = ["report", str(hand_run), "--out", str(tmp_path / "r"), "--baselines", str(bad)]
+    assert evaluation_main(command) == 1
     error = capsys.readouterr().err
     assert str(bad) in error and reason in error and not (tmp_path / "r").exists()
