@@ -3,14 +3,15 @@
 The paper has Gemini-2.5-Pro extract a candidate answer when a model gives no clear letter. Here any
 OpenAI-compatible chat endpoint may play that part, configured like the endpoint model but with
 SPINEBENCH_JUDGE_* variables: _BASE (required), _MODEL (required), _KEY (sent as a bearer token, never
-printed), _CONCURRENCY, _TIMEOUT, _RETRIES, _BACKOFF (evaluation/openai_model.py says what they do).
+printed), _CONCURRENCY, _TIMEOUT, _RETRIES, _BACKOFF (evaluation/openai_model.py says what they do) and
+_MAX_TOKENS (default 16: room for `[A, B, C, D, E]`; raise it for a judge that reasons first).
 
 It is used only by the report (`python -m evaluation report ... --judge`), only for replies where
 evaluation/extract.py found no answer, and never changes what the rules read: the report shows scores
 with and without it. The judge sees the options and the reply (not the gold answer) and must answer with
-letters only; its answer is read strictly: `B`, `[B]`, `[B, D]` with letters of this item's options
-(one for SDD), or `NONE`. Anything else, a letter beyond the options, or several letters for SDD counts
-as no answer: a judge answering garbage cannot add a point.
+letters only; its answer (without its reasoning block, if any) is read strictly: `B`, `[B]`, `[B, D]`
+with letters of this item's options (one for SDD), or `NONE`. Anything else, a letter beyond the
+options, or several letters for SDD counts as no answer: a judge answering garbage cannot add a point.
 
 Calls are cached in a JSON-lines file (one `{"key", "answer"}` per reply), keyed by the judge model, the
 judge prompt's version and the item's reply, options and task, so a rerun asks nothing twice. Failed
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluation.extract import answer_part
 from spinebench import LETTERS
 
 PREFIX = "SPINEBENCH_JUDGE"
@@ -56,6 +58,7 @@ def judge_prompt(reply: str, options: Sequence[str], multi: bool) -> str:
 
 def read_answer(answer: str, options: Sequence[str], multi: bool) -> list[str] | None:
     """The judge's answer as sorted valid letters, or None (no answer, or not in the allowed form)."""
+    answer = answer_part(answer)
     if _NONE.fullmatch(answer):
         return None
     match = _ANSWER.fullmatch(answer)
@@ -116,7 +119,7 @@ class Judge:
                 "model": self.settings.model,
                 "messages": [{"role": "user", "content": judge_prompt(reply, options, multi)}],
                 "temperature": 0,
-                "max_tokens": MAX_TOKENS,
+                "max_tokens": self.settings.max_tokens or MAX_TOKENS,
             }
             return self.client.complete(index, payload)
 

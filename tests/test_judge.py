@@ -74,7 +74,8 @@ def sensible(prompt: str) -> str:
     "answer, multi, letters",
     [("[B]", False, ["B"]), ("B", False, ["B"]), (" [ b ] ", False, None), ("[B, D]", True, ["B", "D"]),
      ("D, B.", True, ["B", "D"]), ("NONE", False, None), ("[none]", True, None), ("[B, D]", False, None),
-     ("[F]", False, None), ("The answer is B", False, None), ("", False, None), ("[]", True, None)],
+     ("[F]", False, None), ("The answer is B", False, None), ("", False, None), ("[]", True, None),
+     ("<think>It says C, not B.</think>\n[C]", False, ["C"]), ("<think>[C]", False, None)],
 )
 def test_the_judges_answer_is_read_strictly(answer, multi, letters):
     assert read_answer(answer, ["o1", "o2", "o3", "o4", "o5"], multi) == letters
