@@ -38,8 +38,9 @@ traceback) when the endpoint refuses the configuration (401, 403, 404: key, mode
 requests in a row have failed (the server is down); the replies received so far are cached first, so a
 re-run resumes.
 
-Each reply keeps the endpoint's finish reason (`model_response.finish_reason` in lighteval's details):
-the report counts the replies cut by the budget ("length").
+Each reply keeps the endpoint's finish reason (`model_response.finish_reason` in lighteval's details;
+`failed` for an item whose request failed): the report counts the replies cut by the budget ("length")
+and the failed requests.
 
 Caching: lighteval's prediction cache (`~/.cache/huggingface/lighteval/<model>/<hash>/`), keyed by the
 model name, max tokens, temperature and task config; not by the URL, so two different models served
