@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 from build.errors import BuildError
-from spinebench import CONFIGS_DIR, LEVELS, MODALITIES
+from spinebench import CONFIGS_DIR, MODALITIES
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Text = Annotated[str, Field(min_length=1)]
@@ -233,8 +233,7 @@ def check(model: type[BaseModel], data: Any, where: Path | str) -> None:
 
 def describe(model: type[BaseModel], problem: dict[str, Any]) -> str:
     """One pydantic error as `key.path: message`, with the allowed keys when a key is unknown."""
-    loc = [str(part) for part in problem["loc"] if part not in ("root",) and not str(part).startswith(
-        ("literal[", "function-", "nullable[", "union[", "tagged-union["))]
+    loc = [str(part) for part in problem["loc"]]
     key = ".".join(loc) or "(the whole file)"
     if problem["type"] == "extra_forbidden":
         allowed = fields_at(model, loc[:-1])
