@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import datasets
 import pyarrow.parquet as pq
@@ -125,7 +126,7 @@ def test_rehydration_works_from_a_differently_laid_out_download(built, public, t
     for source, variant in (("rsna", "zip-flat"), ("vindr", "wget")):
         shutil.copytree(built.raw / source, raw / source)
         layouts.apply(raw / source, source, variant)
-    paths = [r["image_path"] for p in public.glob("data/full/*.parquet")
+    paths = [r["image_path"] for p in public.glob("data/*/*.parquet")
              for r in pq.read_table(p, columns=["image_path"]).to_pylist()]
     assert paths and not any(layouts.rsna.ROOT in p or layouts.vindr.ROOT in p for p in paths)
     builder = SpineBench(config_name="full", data_dir=str(raw), published=str(public), cache_dir=str(tmp_path / "c"))
