@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 IMAGES_DIR = "images"  # image shards: images-00000.parquet (+ .json sidecar with figures and rejects)
 RECORDS = "records.parquet"  # one row per standardized image: provenance, labels, figures
 PROFILE = "profile.json"  # the profile the work folder was ingested with
+SOURCES = "sources.json"  # per source: where its release was found, its count against the release's size
 
 
 def shard_name(index: int) -> str:

@@ -8,6 +8,7 @@ unless --sources names fewer) must be found before anything is written. WORK rec
   images/images-NNNNN.parquet   image shards: image_id, png (8-bit grayscale, lossless), width, height, sha256
   images/images-NNNNN.json      the shard's figures and rejected files; written last, so it marks the shard done
   records.parquet               one row per standardized image: provenance, raw findings, disease, levels, figures
+  sources.json                  per source: where its release was found, its layout, its count vs the release's
   ingest_report.json            counts per source and disease, every rejected or dropped file with its reason
 
 The readers feed a worker pool as they go (the pool's feeder thread runs them while the workers decode),
@@ -170,14 +171,11 @@ def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
     report.absorb(images)
     check_sizes(records_seen(work), releases, report)
-    artifacts.write_json(work / SOURCES_FILE, sources_summary(releases, report))
+    artifacts.write_json(work / artifacts.SOURCES, sources_summary(releases, report))
     artifacts.write_json(work / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
     report.write(work / "ingest_report.json")
     return report
-
-
-SOURCES_FILE = "sources.json"  # per source: where its release was found, its count against the release's
 
 
 def find_sources(raw: Path, sources: Iterable[str], report: StageReport) -> dict[str, Release]:

@@ -184,3 +184,13 @@ def test_a_rejected_item_leaves_every_configuration(built, tmp_path):
         ids = {row["id"] for row in rows}
         assert victim["id"] not in ids, name
     assert "rejected and left out: 1" in (hub / "README.md").read_text()
+
+
+def test_the_card_warns_loudly_about_a_source_far_below_its_release(built):
+    card = (built.hub / "README.md").read_text(encoding="utf-8")
+    found = json.loads((built.work / "sources.json").read_text())
+    for source in ("buu", "csxa", "rsna", "vindr"):  # replicas are ~0.5% of the releases
+        entry = found[source]
+        assert entry["far_below"] and entry["found"] > 0
+        assert (f"**WARNING: {source} is incomplete in this build**: {entry['found']:,} {entry['unit']} of the "
+                f"{entry['expected']:,} its release holds") in card
