@@ -173,7 +173,7 @@ def _published_rows(config: SpineBenchConfig):
 
 def _pointer_sources() -> set[str]:
     with open(CONFIGS_DIR / "sources.yaml", encoding="utf-8") as handle:
-        return {name for name, entry in yaml.safe_load(handle).items() if entry["redistribution"] == "pointer"}
+        return {name for name, entry in yaml.safe_load(handle).items() if entry["redistribution"] != "embed"}  # fail closed
 
 
 def _rehydrate(raw: Path, published: Path, row: dict, releases: dict) -> bytes:

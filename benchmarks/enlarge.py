@@ -1,68 +1,116 @@
-"""A copy of a replica tree whose images have the pixel sizes of the real releases.
+"""Copies of a replica tree whose images have the pixel sizes (and codecs) of the real releases.
 
 The replicas draw images of 130-260 pixels a side so that tests and the demo stay fast; the real releases
-hold 384-3000 pixel images. Per-image costs that do not depend on the size (reading tables, Parquet rows,
-report entries) weigh far more against a small image's decode and encode than against a real one's, so
-the benchmark measures the ingest/floor ratio on both. Every image is resized by `factor` (bicubic, then
-faint noise so PNG sees texture rather than smooth ramps) and written back in its own format and transfer
-syntax where pydicom can encode it (RLE, JPEG 2000), else uncompressed. Everything else is copied as it
-is, including the planted broken files, which keep failing for their own reasons.
+hold 384-3000 pixel images, and VinDr's are JPEG 2000 where the replicas' are mostly uncompressed. Per-image
+costs that do not depend on the size weigh far more against a small image's decode and encode than against
+a real one's, and a decoder that reads only a resolution level gains nothing on an uncompressed file. So
+the benchmark measures on two kinds of copy:
+
+- `enlarged_copy`: every image resized by one `factor`, written back in its own format and transfer syntax
+  where pydicom can encode it (RLE, JPEG 2000), else uncompressed.
+- `release_size_copy`: every image resized to a long side drawn from its release's range
+  (RELEASE_LONG_SIDES), and VinDr re-encoded as the release is: JPEG 2000 lossless, a few uncompressed.
+
+Both add faint noise after the bicubic resize, so PNG and JPEG 2000 see texture rather than smooth ramps.
+Everything else is copied as it is, including the planted broken files, which keep failing for their own
+reasons. Files are converted by a pool of processes (JPEG 2000 encoding of a 2.5k radiograph takes seconds);
+each file's noise is seeded from its path, so a copy does not depend on the number of processes.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
 DICOM_MAGIC = b"DICM"
 NOISE = 0.004  # standard deviation of the added noise, as a share of the value range
+# Long side in pixels of each release's images (benchmarks/README.md, docs SOURCES.md): VinDr radiographs
+# 2-3k, BUU JPEGs 2.1-3.0k, CSXA PNGs ~1.5-2k, RSNA MR slices 384-640.
+RELEASE_LONG_SIDES = {"vindr": (2000, 3000), "buu": (2100, 3000), "csxa": (1500, 2000), "rsna": (384, 640)}
+VINDR_UNCOMPRESSED_SHARE = 0.1  # the rest of VinDr is JPEG 2000 lossless, as in the release
 
 
-def enlarged_copy(raw: Path, out: Path, factor: float, seed: int = 0) -> Path:
+@dataclass(frozen=True)
+class Plan:
+    """How one copy resizes and encodes: a fixed `factor`, or release sizes times `size_share`."""
+
+    factor: float | None = None  # None: release sizes
+    size_share: float = 1.0
+
+    def __call__(self, source: str, width: int, height: int, syntax: UID | None,
+                 rng: np.random.Generator) -> tuple[float, UID | None]:
+        """(resize factor, transfer syntax to write: None for a picture, or to keep a DICOM's own)."""
+        if self.factor is not None:
+            return self.factor, syntax
+        low, high = RELEASE_LONG_SIDES.get(source, (max(width, height),) * 2)
+        factor = rng.uniform(low, high) * self.size_share / max(width, height)
+        if source == "vindr" and syntax is not None:
+            syntax = ExplicitVRLittleEndian if rng.random() < VINDR_UNCOMPRESSED_SHARE else JPEG2000Lossless
+        return factor, syntax
+
+
+def enlarged_copy(raw: Path, out: Path, factor: float, seed: int = 0, processes: int = 1) -> Path:
     """Copy `raw` to `out` (once: an existing `out` with the same factor is reused), images enlarged."""
+    return _copy(raw, out, Plan(factor=factor), f"{factor} {seed}", seed, processes)
+
+
+def release_size_copy(raw: Path, out: Path, seed: int = 0, size_share: float = 1.0, processes: int = 2) -> Path:
+    """Copy `raw` to `out` with the releases' pixel sizes (times `size_share`) and VinDr as JPEG 2000."""
+    return _copy(raw, out, Plan(size_share=size_share), f"release sizes x{size_share} {seed}", seed, processes)
+
+
+def _copy(raw: Path, out: Path, plan: Plan, stamp_text: str, seed: int, processes: int) -> Path:
     stamp = out / ".enlarged"
-    if stamp.exists() and stamp.read_text() == f"{factor} {seed}":
+    if stamp.exists() and stamp.read_text() == stamp_text:
         return out
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(raw, out, symlinks=True)
-    rng = np.random.default_rng(seed)
-    with warnings.catch_warnings():  # VinDr's hex UIDs and the planted oddities are expected, not news
-        warnings.simplefilter("ignore")
-        for path in sorted(out.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                _enlarge_file(path, factor, rng)
-    stamp.write_text(f"{factor} {seed}")
+    jobs = [(path, out, plan, seed) for path in sorted(out.rglob("*")) if path.is_file() and not path.is_symlink()]
+    if processes > 1:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            pool.starmap(_enlarge_file, jobs, chunksize=1)
+    else:
+        for job in jobs:
+            _enlarge_file(*job)
+    stamp.write_text(stamp_text)
     return out
 
 
-def _enlarge_file(path: Path, factor: float, rng: np.random.Generator) -> None:
+def _enlarge_file(path: Path, root: Path, plan: Plan, seed: int) -> None:
+    relative = path.relative_to(root).as_posix()
+    rng = np.random.default_rng([seed, zlib.crc32(relative.encode())])
     with open(path, "rb") as handle:
         is_dicom = handle.read(132)[128:] == DICOM_MAGIC
-    try:
-        (_enlarge_dicom if is_dicom else _enlarge_picture)(path, factor, rng)
-    except Exception:  # noqa: BLE001 - tables, and the planted broken images: left exactly as they are
-        pass
+    with warnings.catch_warnings():  # VinDr's hex UIDs and the planted oddities are expected, not news
+        warnings.simplefilter("ignore")
+        try:
+            (_enlarge_dicom if is_dicom else _enlarge_picture)(path, relative.split("/")[0], plan, rng)
+        except Exception:  # noqa: BLE001 - tables, and the planted broken images: left exactly as they are
+            pass
 
 
 def _resize(frame: np.ndarray, factor: float, low: float, high: float, rng: np.random.Generator) -> np.ndarray:
     rows, columns = frame.shape
-    size = (round(columns * factor), round(rows * factor))
+    size = (max(1, round(columns * factor)), max(1, round(rows * factor)))
     values = np.asarray(Image.fromarray(frame.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC))
     values = values + rng.normal(0, NOISE * (high - low), values.shape)
     return np.clip(np.rint(values), low, high)
 
 
-def _enlarge_dicom(path: Path, factor: float, rng: np.random.Generator) -> None:
+def _enlarge_dicom(path: Path, source: str, plan: Plan, rng: np.random.Generator) -> None:
     ds = pydicom.dcmread(path)
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         return
-    syntax = ds.file_meta.TransferSyntaxUID
+    factor, syntax = plan(source, int(ds.Columns), int(ds.Rows), ds.file_meta.TransferSyntaxUID, rng)
     stored = ds.pixel_array
     info = np.iinfo(stored.dtype)
     bits = int(ds.BitsStored)
@@ -73,17 +121,21 @@ def _enlarge_dicom(path: Path, factor: float, rng: np.random.Generator) -> None:
                       generate_instance_uid=False)
     if syntax.is_compressed:
         try:
-            ds.compress(syntax, generate_instance_uid=False)
+            ds.compress(syntax, encoding_plugin="pylibjpeg" if syntax == JPEG2000Lossless else "",
+                        generate_instance_uid=False)
         except Exception:  # noqa: BLE001 - no encoder for this syntax here: stored uncompressed
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
 
 
-def _enlarge_picture(path: Path, factor: float, rng: np.random.Generator) -> None:
+def _enlarge_picture(path: Path, source: str, plan: Plan, rng: np.random.Generator) -> None:
     with Image.open(path) as image:
         image.load()
-    if image.mode not in ("L", "RGB"):  # 16-bit, CMYK and palette edge cases keep their own size
+    if image.mode not in ("L", "RGB", "I;16"):  # CMYK, palette and other edge cases keep their own size
         return
-    bands = [_resize(np.asarray(band), factor, 0, 255, rng).astype(np.uint8) for band in image.split()]
-    enlarged = Image.merge(image.mode, [Image.fromarray(band) for band in bands])
+    factor, _ = plan(source, image.width, image.height, None, rng)
+    high, dtype = (65535, np.uint16) if image.mode == "I;16" else (255, np.uint8)
+    bands = [_resize(np.asarray(band), factor, 0, high, rng).astype(dtype) for band in image.split()]
+    enlarged = Image.merge(image.mode, [Image.fromarray(band) for band in bands]) if len(bands) > 1 \
+        else Image.fromarray(bands[0])
     enlarged.save(path, format=image.format, **({"quality": 90} if image.format == "JPEG" else {}))

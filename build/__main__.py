@@ -7,6 +7,7 @@ import logging
 import sys
 
 from build.cli import command_parser
+from build.errors import USAGE_EXIT, BuildError
 
 # Each module exposes COMMAND, HELP, add_arguments(parser) and main(args) -> exit code.
 COMMAND_MODULES = (
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR,
                         format="%(levelname)s %(message)s")
-    return args.main(args)
+    try:
+        return args.main(args)
+    except BuildError as error:  # a bad configuration or a folder in use: nothing was written
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_EXIT
 
 
 if __name__ == "__main__":

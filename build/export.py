@@ -14,6 +14,7 @@ built beside the target and swapped in whole, then checked by loading every conf
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
 from build import artifacts, card, config, figures, hubcheck
+from build.errors import BuildError
 from build.items import ITEMS_SETTINGS
 from spinebench import BUILD_INFO, CONFIG_NAMES, QA, SPLIT, SpineBench
 
@@ -57,45 +59,66 @@ def hub_folder(out: Path) -> Path:
 
 
 def export(work: Path, out: Path, public: bool = False) -> Path:
-    profile = config.profile(artifacts.read_json(work / artifacts.PROFILE)["profile"])
-    target = hub_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob(f"{STAGING_PREFIX}*"):  # from a killed export: never half of a folder
-        shutil.rmtree(leftover)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
-    try:
-        infos = write_configs(work, staging, public)
-        everything = pq.read_table(work / QA, columns=CARD_COLUMNS).to_pylist()
-        qa = [item for item in everything if item["review"] != "reject"]
-        build_info = {
-            "profile": profile["name"],
-            "seed": profile["seed"],
-            "imaging": profile["imaging"],
-            "public": public,
-            "pointer_sources": sorted(name for name, s in config.load("sources").items()
-                                      if public and s["redistribution"] == "pointer"),
-            "counts": {name: info.splits[SPLIT].num_examples for name, info in infos.items()},
-            "items": artifacts.read_json(work / ITEMS_SETTINGS),
-            "rejected_by_review": len(everything) - len(qa),
-            "sources": artifacts.read_json(work / artifacts.SOURCES) if (work / artifacts.SOURCES).exists() else {},
-        }
-        artifacts.write_json(staging / BUILD_INFO, build_info)
-        figure_paths = figures.make_all(qa, work, staging / "figures")
-        (staging / "LICENSE.md").write_text(card.licence_text(build_info), encoding="utf-8")
-        (staging / "README.md").write_text(readme(infos, qa, build_info, figure_paths, staging), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    """Build OUT/spinebench in a staging folder beside it and swap it in whole when complete."""
+    check_settings(work)
+    with artifacts.locked(out), artifacts.locked(work):
+        target, previous = hub_folder(out), out / f"{STAGING_PREFIX}previous"
+        if previous.exists() and not target.exists():  # killed between the two renames below
+            previous.rename(target)
+        for leftover in out.glob(f"{STAGING_PREFIX}*"):  # from a killed export: never half of a folder
+            shutil.rmtree(leftover)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        try:
+            write_folder(work, staging, public)
+            os.chmod(staging, artifacts.DIR_MODE)  # mkdtemp's folder is private (0700); the export is not
+            if target.exists():
+                target.rename(previous)
+            staging.rename(target)
+            if previous.exists():
+                shutil.rmtree(previous)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
     return target
+
+
+def check_settings(work: Path) -> None:
+    """What the export needs, checked before it writes anything."""
+    config.load_all()
+    for name in (artifacts.PROFILE, QA, ITEMS_SETTINGS):
+        if not (work / name).is_file():
+            raise BuildError(f"{work / name} not found: run `python -m build ingest` and `items` first")
+    config.profile(artifacts.read_json(work / artifacts.PROFILE)["profile"])
+
+
+def write_folder(work: Path, staging: Path, public: bool) -> None:
+    profile = config.profile(artifacts.read_json(work / artifacts.PROFILE)["profile"])
+    infos = write_configs(work, staging, public)
+    everything = pq.read_table(work / QA, columns=CARD_COLUMNS).to_pylist()
+    qa = [item for item in everything if item["review"] != "reject"]
+    build_info = {
+        "profile": profile["name"],
+        "seed": profile["seed"],
+        "imaging": profile["imaging"],
+        "public": public,
+        "pointer_sources": sorted(name for name, s in config.load("sources").items()
+                                  if public and s["redistribution"] == "pointer"),
+        "counts": {name: info.splits[SPLIT].num_examples for name, info in infos.items()},
+        "items": artifacts.read_json(work / ITEMS_SETTINGS),
+        "rejected_by_review": len(everything) - len(qa),
+        "sources": artifacts.read_json(work / artifacts.SOURCES) if (work / artifacts.SOURCES).exists() else {},
+    }
+    artifacts.write_json(staging / BUILD_INFO, build_info)
+    figure_paths = figures.make_all(qa, work, staging / "figures")
+    (staging / "LICENSE.md").write_text(card.licence_text(build_info), encoding="utf-8")
+    (staging / "README.md").write_text(readme(infos, qa, build_info, figure_paths, staging), encoding="utf-8")
 
 
 def write_configs(work: Path, folder: Path, public: bool) -> dict[str, datasets.DatasetInfo]:
     """Materialise the stored configurations with the builder; `full` gets its info from the other two."""
     infos: dict[str, datasets.DatasetInfo] = {}
-    with tempfile.TemporaryDirectory() as scratch:
+    # beside the staging folder, not in /tmp: a killed export's scratch is then removed by the next one
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}scratch.", dir=folder.parent) as scratch:
         for name in STORED:
             builder = SpineBench(config_name=name, data_dir=str(work), public=public,
                                  cache_dir=str(Path(scratch) / "cache"))

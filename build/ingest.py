@@ -11,12 +11,14 @@ unless --sources names fewer) must be found before anything is written. WORK rec
   sources.json                  per source: where its release was found, its layout, its count vs the release's
   ingest_report.json            counts per source and disease, every rejected or dropped file with its reason
 
-The readers feed a worker pool as they go (the pool's feeder thread runs them while the workers decode),
-and each finished shard is joined with its records and appended to records.parquet as one row group, so
+The readers feed a worker pool as they go (a few batches of jobs ahead of the workers), and each finished shard is joined with its records and appended to records.parquet as one row group, so
 the stage holds one shard's images and records at a time: memory does not grow with the number of images. A
 rerun skips every shard that is already finished for the same inputs and settings, so a killed ingest
 resumes where it stopped. Facts a reader cannot know without opening the image (VinDr's header tags,
 whether an RSNA point lies inside its slice) are settled from what the worker read, after the pixels.
+
+A worker process that dies (the out-of-memory killer sends SIGKILL) stops the stage with WorkerDied,
+exit code 1 and a message; the shards finished before it are kept, so the same command resumes.
 
 Exit code: 0 when every input was used, 3 when the stage finished but some input was rejected (listed in
 the report), 4 when a source is missing, found twice, misconfigured, failed while read or yielded no
@@ -32,11 +34,12 @@ import os
 import sys
 import zipfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, replace
 from functools import partial
 from itertools import islice
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ from tqdm import tqdm
 
 from build import artifacts, config
 from build.imaging import ImageError, StandardImage, standardize_file
+from build.errors import BuildError
 from build.labels import Dropped, Labelled, LabelMap
 from build.records import SourceRecord
 from build.report import StageReport
@@ -54,10 +58,11 @@ from spinebench import SOURCES
 COMMAND = "ingest"
 HELP = "read the raw releases into labelled records and standardized image shards"
 EXIT_REJECTED = 3  # finished, but some input was rejected
+EXIT_FAILED = 1
 EXIT_SOURCE = 4  # a source asked for is missing, ambiguous, misconfigured, failed, or gave no image
 FAR_BELOW = 0.5  # a source under this share of its release's size is loudly warned
 
-SHARD_FORMAT = 2  # part of every shard key: shards written by an older layout are rebuilt, never misread
+SHARD_FORMAT = 3  # part of every shard key: shards written by an older layout are rebuilt, never misread
 SHARD_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -75,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", type=Path, required=True, help="folder holding buu/ csxa/ rsna/ vindr/")
     parser.add_argument("--work", type=Path, required=True, help="work folder for the build's artifacts")
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
     add_sources(parser)
     add_shard_rows(parser)
 
@@ -86,13 +91,13 @@ def add_sources(parser: argparse.ArgumentParser) -> None:
 
 
 def add_shard_rows(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shard-rows", type=int, help="images per image shard (default: the profile's)")
+    parser.add_argument("--shard-rows", type=config.positive, help="images per image shard (default: the profile's)")
 
 
 def profile_with(name: str, shard_rows: int | None) -> dict[str, Any]:
     """The named profile, with the shard size overridden when asked (it changes no output pixel)."""
     profile = config.profile(name)
-    if shard_rows:
+    if shard_rows is not None:
         profile["imaging"] = {**profile["imaging"], "shard_rows": shard_rows}
     return profile
 
@@ -103,6 +108,9 @@ def main(args: argparse.Namespace) -> int:
                         args.sources)
     except SourceError as error:
         return source_failure(error)
+    except WorkerDied as error:
+        print(f"ingest failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
     print(report.summary(f"{headline(report, args.sources)} in {args.work}"))
     return exit_code(report)
 
@@ -147,10 +155,34 @@ def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources
            ) -> StageReport:
     """Run the whole stage; returns the report it also writes to WORK/ingest_report.json.
 
-    Every source in `sources` is found first: SourceError (nothing written) when one is missing, found
-    twice or does not fit its configuration."""
+    Everything is checked before the first write, every source in `sources` is found (SourceError when one
+    is missing, found twice or does not fit its configuration); the new shards, records and report are
+    written into staging and replace the previous ones only when the stage has completed (artifacts.Staging).
+    """
+    check_settings(raw, profile, workers)
     report = StageReport("ingest")  # the readers' and label map's, written by the pool's feeder thread
     releases = find_sources(raw, sources, report)
+    with artifacts.locked(work):
+        artifacts.remove_stale_temps(work)
+        stage = artifacts.Staging(work, COMMAND, resume=True)  # a killed run's finished shards are reused
+        stage.link_previous(artifacts.IMAGES_DIR)  # and so are the previous build's
+        _ingest(releases, stage, profile, workers, report)
+        stage.commit()
+    return report
+
+
+def check_settings(raw: Path, profile: dict[str, Any], workers: int) -> None:
+    """Raise BuildError (a ConfigError for the configs) for anything that would make the stage fail later."""
+    config.load_all()
+    config.check_profile(profile)
+    if workers < 1:
+        raise BuildError(f"workers must be at least 1, not {workers}")
+    if not raw.is_dir():
+        raise BuildError(f"raw folder {raw} not found: give the folder holding {'/ '.join(SOURCES)}/")
+
+
+def _ingest(releases: dict[str, Release], stage: artifacts.Staging, profile: dict[str, Any], workers: int,
+            report: StageReport) -> None:
     images = StageReport("ingest")  # the shards' and records', written by this thread: the order is fixed
     labelled: deque[tuple[SourceRecord, Labelled]] = deque()  # read, not yet joined with their shard
     label_map = LabelMap.from_config(profile)
@@ -162,20 +194,19 @@ def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources
                       HEADER_FACTS.get(record.source))
 
     seen_pixels: dict[str, str] = {}
-    with artifacts.parquet_writer(work / artifacts.RECORDS, RECORDS_SCHEMA) as records:
-        for index, sidecar in enumerate(standardize_shards(jobs(), work / artifacts.IMAGES_DIR,
+    with artifacts.parquet_writer(stage / artifacts.RECORDS, RECORDS_SCHEMA) as records:
+        for index, sidecar in enumerate(standardize_shards(jobs(), stage / artifacts.IMAGES_DIR,
                                                            profile["imaging"], workers)):
             jobs_in_shard = len(sidecar["images"]) + len(sidecar["rejected"])  # each job: an image or a reason
             in_shard = [labelled.popleft() for _ in range(jobs_in_shard)]
             rows = records_rows(in_shard, index, sidecar, seen_pixels, images, releases)
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
     report.absorb(images)
-    check_sizes(records_seen(work), releases, report)
-    artifacts.write_json(work / artifacts.SOURCES, sources_summary(releases, report))
-    artifacts.write_json(work / artifacts.PROFILE, {"profile": profile["name"]})
+    check_sizes(records_seen(stage.folder), releases, report)
+    artifacts.write_json(stage / artifacts.SOURCES, sources_summary(releases, report))
+    artifacts.write_json(stage / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
-    report.write(work / "ingest_report.json")
-    return report
+    report.write(stage / "ingest_report.json")
 
 
 def find_sources(raw: Path, sources: Iterable[str], report: StageReport) -> dict[str, Release]:
@@ -275,9 +306,9 @@ def standardize_shards(jobs: Iterable[Job], folder: Path, imaging: dict[str, Any
                        ) -> Iterator[dict]:
     """Standardize every job into shards of `shard_rows` images; yields each shard's sidecar, in shard order.
 
-    Jobs are consumed lazily (with a pool, by its feeder thread, which the pool's pipe keeps only a few
-    hundred jobs ahead of the workers): a shard's jobs go to the pool unless a finished shard with the same
-    key is on disk, and results come back in order. Only one shard's images are ever held.
+    Jobs are consumed lazily (see ordered_map: a few batches ahead of the workers): a shard's jobs go to
+    the pool unless a finished shard with the same key is on disk, and results come back in order. Only
+    one shard's images are ever held. A dead worker raises WorkerDied; the shards written before stay.
     """
     for path in folder.glob(".images-*.tmp"):  # from a killed run: never to be read as ours
         path.unlink()
@@ -285,7 +316,7 @@ def standardize_shards(jobs: Iterable[Job], folder: Path, imaging: dict[str, Any
     submitted: deque[tuple[int, str, tuple[Job, ...]]] = deque()  # appended before its jobs are handed out
     count = 0
 
-    def pending() -> Iterator[Job]:  # an exception here reaches the caller: imap guards its task generation
+    def pending() -> Iterator[Job]:  # runs in this thread: an exception here reaches the caller
         nonlocal count
         for index, chunk in enumerate(_chunks(jobs, imaging["shard_rows"])):
             count = index + 1
@@ -300,14 +331,13 @@ def standardize_shards(jobs: Iterable[Job], folder: Path, imaging: dict[str, Any
     convert = partial(standardize_job, max_side=imaging["max_side"],
                       window=tuple(imaging["percentile_window"]))
     next_index = 0
-    with _mapper(workers) as imap:
-        results = iter(tqdm(imap(convert, pending()), desc="standardize", unit="img", leave=False))
-        for first in results:  # the first result of the next submitted shard
-            index, key, chunk = submitted.popleft()
-            images = [first, *islice(results, len(chunk) - 1)]
-            yield from (finished.pop(i) for i in range(next_index, index))  # done shards before this one
-            yield write_shard(folder, index, key, list(zip(chunk, images)))
-            next_index = index + 1
+    results = iter(tqdm(ordered_map(convert, pending(), workers), desc="standardize", unit="img", leave=False))
+    for first in results:  # the first result of the next submitted shard
+        index, key, chunk = submitted.popleft()
+        images = [first, *islice(results, len(chunk) - 1)]
+        yield from (finished.pop(i) for i in range(next_index, index))  # done shards before this one
+        yield write_shard(folder, index, key, list(zip(chunk, images)))
+        next_index = index + 1
     yield from (finished.pop(i) for i in range(next_index, count))
     remove_stale_shards(folder, count)
 
@@ -328,21 +358,51 @@ def finished_sidecar(folder: Path, index: int, key: str) -> dict | None:
     return None
 
 
-class _mapper:
-    """An ordered map over a process pool, or in-process for one worker (debuggable, and the floor)."""
+class WorkerDied(RuntimeError):
+    """A worker process died abruptly: the stage stops instead of waiting for results that never come."""
 
-    def __init__(self, workers: int) -> None:
-        self.pool = Pool(workers) if workers > 1 else None
 
-    def __enter__(self):
-        if self.pool is None:
-            return map
-        return partial(self.pool.imap, chunksize=16)  # 4 cost the pool's bookkeeping thread 3x the CPU
+BATCH = 16  # jobs per task: fewer tasks cost the pool less bookkeeping than one job each
+BATCHES_AHEAD = 4  # tasks queued per worker, so no worker waits while this thread writes a shard
 
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.terminate() if exc[0] else self.pool.close()
-            self.pool.join()
+
+def ordered_map(convert: Callable[[Job], Any], jobs: Iterable[Job], workers: int) -> Iterator[Any]:
+    """convert(job) for every job, in order: in this process for one worker (debuggable, and the floor),
+    else over a process pool that is handed BATCH jobs per task and only BATCHES_AHEAD tasks per worker
+    ahead of the results read, so jobs are read from `jobs` as the workers need them.
+
+    concurrent.futures notices a worker that dies (a multiprocessing.Pool replaces it and waits forever
+    for its lost tasks): that becomes WorkerDied, with what to do next."""
+    if workers <= 1:
+        yield from map(convert, jobs)
+        return
+    batches = _chunks(jobs, BATCH)
+    pool = ProcessPoolExecutor(workers)
+    in_flight: deque[Future] = deque()
+
+    def submit() -> None:
+        if (batch := next(batches, None)) is not None:
+            in_flight.append(pool.submit(_convert_batch, convert, batch))
+
+    try:
+        for _ in range(workers * BATCHES_AHEAD):
+            submit()
+        while in_flight:
+            try:
+                results = in_flight.popleft().result()
+            except BrokenProcessPool as broken:
+                raise WorkerDied("a worker process died abruptly (killed by a signal: the out-of-memory killer "
+                                 "does this when memory runs out). The image shards finished before it are "
+                                 "kept: run the same command again to resume, with fewer --workers if "
+                                 "memory is short") from broken
+            submit()
+            yield from results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _convert_batch(convert: Callable[[Job], Any], batch: tuple[Job, ...]) -> list[Any]:
+    return [convert(job) for job in batch]
 
 
 def standardize_job(job: Job, max_side: int, window: tuple[float, float]) -> StandardImage | str:
@@ -375,6 +435,7 @@ def write_shard(folder: Path, index: int, key: str, results: list[tuple[Job, Sta
         schema=SHARD_SCHEMA,
     )
     parquet, sidecar_path = shard_paths(folder, index)
+    sidecar_path.unlink(missing_ok=True)  # never an old sidecar beside new pixels, should this run be killed
     artifacts.write_parquet(parquet, table, row_group_size=100, compression=SHARD_COMPRESSION)
     sidecar = {
         "key": key,
@@ -453,6 +514,8 @@ def records_rows(labelled: list[tuple[SourceRecord, Labelled]], shard: int, side
         if record.image_id not in figures:
             continue
         image = figures[record.image_id]
+        for warning in image["warnings"]:  # odd but usable files (build.imaging)
+            report.warn(record.source, record.path, warning)
         record = replace(record, **image["facts"])
         release = releases[record.source] if releases else None
         check_points(record, image["source_width"], image["source_height"], report, release)

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from build import artifacts, config, decisions, distractors, subset
+from build import artifacts, cells, config, decisions, distractors, subset
+from build.errors import BuildError
 from build.embedders import Embedder, EmbeddingCache, embed_with_cache, make_embedder
 from build.options import arrange, seeded_rng
 from build.report import StageReport
@@ -39,23 +40,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="build profile (default: the one the work folder was ingested with)")
     parser.add_argument("--embedder", default="fallback",
                         help="'fallback' (deterministic, no weights) or a SigLIP2 Hub id / local path")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    parser.add_argument("--batch-size", type=config.positive, default=32, help="images per embedding batch")
     parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{DECISIONS} if present)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if not (args.work / artifacts.PROFILE).is_file():
+        raise BuildError(f"{args.work / artifacts.PROFILE} not found: run `python -m build ingest` first")
     ingested = artifacts.read_json(args.work / artifacts.PROFILE)["profile"]
     profile = config.profile(args.profile or ingested)
     if profile["name"] != ingested:
         print(f"note: labels were mapped with profile {ingested!r} at ingest; rerun ingest to change them")
-    review = args.review or (args.work / DECISIONS)
     report = make_items(args.work, profile, args.embedder, args.batch_size, args.device,
-                        review if review.exists() else None)
+                        review_file(args.work, args.review))
     tasks = report.counts["items"]
     print(report.summary(f"{tasks.get('diagnosis', 0)} diagnosis + {tasks.get('localization', 0)} localization"
                          f" items, mini {sum(report.counts['mini'].values())}"))
     return 0
+
+
+def review_file(work: Path, given: Path | None) -> Path | None:
+    """The decisions to apply: `given` (which must exist: a mistyped path would drop every decision
+    silently), else WORK/review/decisions.jsonl if there is one."""
+    if given is not None and not given.is_file():
+        raise BuildError(f"review decisions {given} not found")
+    default = work / DECISIONS
+    return given or (default if default.exists() else None)
 
 
 RECORD_COLUMNS = ["image_id", "source", "patient_id", "modality", "region", "view", "path", "frame", "disease",
@@ -64,6 +75,27 @@ RECORD_COLUMNS = ["image_id", "source", "patient_id", "modality", "region", "vie
 
 def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: int, device: str,
                review: Path | None) -> StageReport:
+    """Run the stage: checks its settings before any write, and replaces the previous items only when done."""
+    check_settings(work, profile, batch_size)
+    with artifacts.locked(work):
+        artifacts.remove_stale_temps(work)
+        stage = artifacts.Staging(work, COMMAND)
+        report = _make_items(work, stage, profile, embedder, batch_size, device, review)
+        stage.commit()
+    return report
+
+
+def check_settings(work: Path, profile: dict[str, Any], batch_size: int) -> None:
+    config.load_all()
+    config.check_profile(profile)
+    if batch_size < 1:
+        raise BuildError(f"batch size must be at least 1, not {batch_size}")
+    if not (work / artifacts.RECORDS).is_file():
+        raise BuildError(f"{work / artifacts.RECORDS} not found: run `python -m build ingest` first")
+
+
+def _make_items(work: Path, stage: artifacts.Staging, profile: dict[str, Any], embedder: str, batch_size: int,
+                device: str, review: Path | None) -> StageReport:
     report = StageReport("items")
     images = pq.read_table(work / artifacts.RECORDS, columns=RECORD_COLUMNS).to_pylist()
     seed, settings = profile["seed"], profile["items"]
@@ -80,7 +112,7 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     for item in items:
         item["quality"] = float(quality[item.pop("_index")])
     if review is not None:
-        found = decisions.load(review, {item["id"]: item for item in items})
+        found = decisions.load(review, {item["id"]: item for item in items}, report)
         items = decisions.apply(items, found)
         report.count("review", "decisions", len(found))
         for decision in found.values():
@@ -90,11 +122,12 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     active = [item for item in items if item["review"] != "reject"]
     choose_mini(items, active, profile, report)
     count(active, context, report)
-    artifacts.write_parquet(work / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
-    artifacts.write_json(work / ITEMS_SETTINGS, {"profile": profile["name"], "embedder": embedder_name,
+    cells.neutralise(items, QA_SCHEMA, report)
+    artifacts.write_parquet(stage / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
+    artifacts.write_json(stage / ITEMS_SETTINGS, {"profile": profile["name"], "embedder": embedder_name,
                                                  "rsna_grades": profile["labels"]["rsna_grades"], **settings})
     report.finish()
-    report.write(work / "items_report.json")
+    report.write(stage / "items_report.json")
     return report
 
 

@@ -9,11 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from build import artifacts
+
 log = logging.getLogger("spinebench.build")
+
+
+def printable(text: str) -> str:
+    """`text` with control, format and line-separator characters escaped (\\n, \\x1b, \\u202e): a raw file
+    name holding a newline or a terminal escape can then neither forge a log line nor repaint the screen."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+        else char for char in text)
 
 
 @dataclass
@@ -25,7 +36,7 @@ class Issue:
 
     def line(self) -> str:
         where = f"{self.path}:{self.row}" if self.row is not None else self.path
-        return f"[{self.source}] {where}: {self.reason}"
+        return printable(f"[{self.source}] {where}: {self.reason}")
 
 
 @dataclass
@@ -79,8 +90,10 @@ class StageReport:
         """Write the report; the timing lives in its own file so the report itself is deterministic."""
         data = self.to_dict()
         seconds = data.pop("seconds")
-        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        path.with_suffix(".time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+        with artifacts.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        with artifacts.atomic_path(path.with_suffix(".time.json")) as tmp:
+            tmp.write_text(json.dumps({"seconds": seconds}) + "\n", encoding="utf-8")
 
     def summary(self, headline: str) -> str:
         return (

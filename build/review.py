@@ -8,34 +8,40 @@ review state. Keys: a accept, r reject, f flag, n or → next, p or ← previous
 free-text note goes with each decision; a correction form fixes the diagnosis (one of the options) or the
 levels. Filters by task, disease, source, subset and review state; reopening resumes at the first unreviewed
 item of the filter. /gallery shows thumbnails per disease. Several reviewers can share one server, each under
-their own name.
+their own name; a second server on the same decisions file is refused with the first one's address.
 
-Decisions go to WORK/review/decisions.jsonl (see build/decisions.py) with reviewer, UTC time and note. A line
-that build.decisions.load refuses is answered with HTTP 400 and the reason, and never written. Each accepted
-line rewrites the file: the current bytes plus the line go to a temporary file beside it, which is fsynced and
-renamed over the file (os.replace). The rename is atomic, so a killed server or a closed tab leaves the old
-file or the new one, never a half line (an append could leave one if the process dies mid-write). A rewrite
-costs a file copy per click: about 60 ms for a 50,000-line file, far less at the sizes people review.
+Decisions go to WORK/review/decisions.jsonl (see build/decisions.py) with reviewer, UTC time and note. A body
+that is not strict UTF-8 JSON, or a line that build.decisions would refuse, is answered with HTTP 400 and the
+reason, and never written. Each accepted line rewrites the file: the current bytes plus the line go to a
+temporary file beside it, which is fsynced and renamed over the file (os.replace). The rename is atomic, so a
+killed server or a closed tab leaves the old file or the new one, never a half line (an append could leave one
+if the process dies mid-write). The read-and-rename holds an exclusive lock on FILE's `.lock` file beside it,
+so writers in other processes cannot lose each other's lines. A rewrite costs a file copy per click: about 60
+ms for a 50,000-line file, far less at the sizes people review. A request whose body stops arriving is
+answered 408 after REQUEST_SECONDS, so a stalled client never holds a server thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow.parquet as pq
 from flask import Flask, Response, abort, jsonify, render_template, request
 from PIL import Image
-from werkzeug.serving import make_server
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from build import artifacts, decisions
 from build.decisions import Decision, DecisionError
@@ -46,11 +52,13 @@ COMMAND = "review"
 HELP = "review the items in a local web page; decisions go to the file the next `items` build applies"
 HOST = "127.0.0.1"
 STATES = ("unreviewed", *decisions.KINDS)
+BODY_KEYS = ("id", "decision", "reviewer", "note", "fields")  # what the page posts
 FILTERS = ("task", "disease", "source", "subset", "state")
 SHOWN = ("id", "task", "image_id", "question", "options", "answer", "answer_text", "disease", "levels",
          "source", "modality", "region", "view", "patient_id", "severity", "question_id", "present", "mini",
          "image_path")
 THUMB_SIDE = 160
+REQUEST_SECONDS = 20  # a connection silent this long is answered 408 (a short body) or closed
 STATIC = Path(__file__).with_name("review_static")
 SECURITY_HEADERS = {
     "Content-Security-Policy":
@@ -74,34 +82,75 @@ def main(args: argparse.Namespace) -> int:
         return 1
     path = args.decisions or args.work / DECISIONS
     try:
+        claim = claim_server(path)
         app = create_app(args.work, path, args.reviewer)
-        server = make_server(HOST, args.port, app, threaded=True)
-    except (DecisionError, OSError) as error:
+        server = make_server(HOST, args.port, app, threaded=True, request_handler=Handler)
+    except (ServerBusy, OSError) as error:
         print(f"error: {error}")
         return 1
-    print(f"review at http://{HOST}:{server.server_port}/  (decisions: {path}; Ctrl+C stops)")
+    url = f"http://{HOST}:{server.server_port}/"
+    claim.write(f"the review server at {url} (pid {os.getpid()})")
+    claim.flush()
+    for line, reason in app.extensions["ledger"].refused:
+        print(f"warning: {path}:{line}: {reason} (the build skips this line; fix or delete it)")
+    print(f"review at {url}  (decisions: {path}; Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        claim.close()
     return 0
 
 
-class Ledger:
-    """The decisions file, read with build.decisions.load and grown one line at a time by atomic replacement.
+class ServerBusy(OSError):
+    """Another review server is writing the same decisions file."""
 
-    It is reread whenever it changed on disk (an editor, another server), so the page shows the file's state.
-    Two servers writing one file in the same millisecond could still lose a line: reviewers share one server.
+
+def claim_server(path: Path) -> IO[str]:
+    """Hold FILE's `.server` lock for as long as the returned file stays open (the OS drops it when the
+    process dies, so a killed server leaves no stale lock); raises ServerBusy naming the holder.
+
+    Writes are safe across servers anyway (see Ledger.record); one server per file keeps reviewers on one
+    page, where each sees the others' decisions at once, instead of a forgotten second one.
+    """
+    lock = path.with_name(f".{path.name}.server")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    claim = open(lock, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        claim.seek(0)
+        holder = claim.read().strip() or "another review server"
+        claim.close()
+        raise ServerBusy(f"{path} is already being reviewed by {holder}: open that page (reviewers share one"
+                         " server, each under their own name) or stop that server first") from None
+    claim.truncate(0)
+    return claim
+
+
+class Handler(WSGIRequestHandler):
+    """Werkzeug's handler with a socket timeout: a body shorter than its Content-Length (or a silent client)
+    would otherwise hold its thread forever."""
+
+    timeout = REQUEST_SECONDS
+
+
+class Ledger:
+    """The decisions file, read with build.decisions.read and grown one line at a time by atomic replacement.
+
+    It is reread whenever it changed on disk (an editor, another process), so the page shows the file's state;
+    the lines it refuses are kept in `refused`, as the build will skip them.
     """
 
     def __init__(self, path: Path, items: Mapping[str, Mapping[str, Any]]) -> None:
         self.path, self._items = path, items
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._latest: dict[str, Decision] = {}
-        self.latest()  # a file the build would refuse stops the server now, with FILE:LINE
+        self.refused: list[decisions.Refused] = []
+        self.latest()
 
     def latest(self) -> dict[str, Decision]:
         """Latest decision per item (a snapshot: never changed after it is returned)."""
@@ -111,43 +160,47 @@ class Ledger:
     def _refresh(self) -> dict[str, Decision]:
         stamp = _stamp(self.path)
         if stamp != self._stamp:
-            self._latest = decisions.load(self.path, self._items) if stamp else {}
+            self._latest, self.refused = decisions.read(self.path, self._items) if stamp else ({}, [])
             self._stamp = stamp
         return self._latest
 
     def record(self, entry: dict[str, Any]) -> Decision:
-        """Append one decision; raises DecisionError, writing nothing, when build.decisions.load refuses it.
+        """Append one decision; raises DecisionError, writing nothing, when build.decisions refuses its line.
 
-        Only the new line is checked (the older ones were when the file was read): a click costs a file copy.
+        The exact line written is checked (the older ones were when the file was read): a click costs a file
+        copy. The thread lock orders this server's requests, the file lock every writer's.
         """
-        # ASCII, so no raw U+2028 or NEL in a note, which str.splitlines() in decisions.load would split on
-        line = (json.dumps(entry) + "\n").encode("ascii")
-        with self._lock:
+        line = decisions.dumps(entry)
+        decision = decisions.parse(line, self._items)
+        with self._lock, _exclusive(self.path.with_name(f".{self.path.name}.lock")):
             latest = self._refresh()
             old = self.path.read_bytes() if self.path.exists() else b""
             if old and not old.endswith(b"\n"):
                 old += b"\n"
-            with artifacts.atomic_path(self.path) as tmp:
-                tmp.write_bytes(line)
-                try:
-                    decision = decisions.load(tmp, self._items)[entry["id"]]
-                except DecisionError as error:
-                    raise DecisionError(str(error).removeprefix(f"{tmp}:1: ")) from None
-                with open(tmp, "wb") as out:
-                    out.write(old + line)
-                    out.flush()
-                    os.fsync(out.fileno())
+            with artifacts.atomic_path(self.path) as tmp, open(tmp, "wb") as out:
+                out.write(old + line.encode("ascii") + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
             decision = replace(decision, line=old.count(b"\n") + 1)
             self._latest, self._stamp = {**latest, decision.id: decision}, _stamp(self.path)
             return decision
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """flock on `lock` (created if missing); released when the block ends or the process dies."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         stat = path.stat()
     except FileNotFoundError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 class Images:
@@ -177,10 +230,10 @@ class Images:
         return out.getvalue()
 
 
-def create_app(work: Path, decisions: Path, reviewer: str) -> Flask:
-    """The review app over WORK's qa.parquet and image shards, writing only to `decisions`."""
+def create_app(work: Path, decisions_file: Path, reviewer: str) -> Flask:
+    """The review app over WORK's qa.parquet and image shards, writing only to `decisions_file`."""
     items = {row["id"]: row for row in pq.read_table(work / QA).to_pylist()}
-    ledger, images = Ledger(decisions, items), Images(work / artifacts.IMAGES_DIR)
+    ledger, images = Ledger(decisions_file, items), Images(work / artifacts.IMAGES_DIR)
     profile_path = work / artifacts.PROFILE
     profile = artifacts.read_json(profile_path)["profile"] if profile_path.exists() else "unknown"
     present = {key: {item[key] for item in items.values()} for key in ("disease", "source")}
@@ -189,7 +242,9 @@ def create_app(work: Path, decisions: Path, reviewer: str) -> Flask:
 
     app = Flask(__name__, static_folder=STATIC / "static", template_folder=STATIC / "templates")
     app.config.update(TRUSTED_HOSTS=[HOST, "localhost"], MAX_CONTENT_LENGTH=1 << 16)
-    app.jinja_env.globals.update(profile=profile, work=str(work), choices=choices)
+    app.jinja_env.globals.update(profile=profile, work=str(work), choices=choices,
+                                 note_chars=decisions.NOTE_CHARS, reviewer_chars=decisions.REVIEWER_CHARS)
+    app.extensions["ledger"] = ledger
 
     def state(item_id: str, latest: Mapping[str, Decision]) -> str:
         return latest[item_id].decision if item_id in latest else "unreviewed"
@@ -247,11 +302,21 @@ def create_app(work: Path, decisions: Path, reviewer: str) -> Flask:
 
     @app.post("/api/decision")
     def decide() -> tuple[Response, int]:
-        body = request.get_json(silent=True)  # JSON only: a cross-site form cannot post without a preflight
+        if not request.is_json:  # JSON only: a cross-site form cannot post it without a preflight
+            return jsonify(error="send a JSON object with Content-Type: application/json"), 400
+        try:
+            body = decisions.strict_json(request.get_data(cache=False).decode("utf-8"))
+        except ClientDisconnected:  # werkzeug's name for a socket timeout (Handler) before Content-Length bytes
+            return jsonify(error=f"the body did not arrive in full within {Handler.timeout} s"), 408
+        except ValueError as error:  # UnicodeDecodeError included
+            return jsonify(error=f"the body is {error}"), 400
         if not isinstance(body, dict):
             return jsonify(error="send a JSON object with Content-Type: application/json"), 400
+        unknown = sorted(key[:40] for key in set(body) - set(BODY_KEYS))[:5]
+        if unknown:
+            return jsonify(error=f"unknown keys {unknown} (allowed: {', '.join(BODY_KEYS)})"), 400
         if not isinstance(body.get("id"), str) or body["id"] not in items:
-            return jsonify(error=f"unknown item id {body.get('id')!r}"), 404
+            return jsonify(error=f"unknown item id {str(body.get('id'))[:200]!r}"), 404
         try:
             decision = ledger.record(entry(body))
         except DecisionError as error:
@@ -275,11 +340,15 @@ def create_app(work: Path, decisions: Path, reviewer: str) -> Flask:
 
 
 def entry(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The decisions-file line for a posted decision, stamped with UTC time; fields only for a correction."""
+    """The decisions-file line for a posted decision, stamped with UTC time; fields only for a correction.
+
+    Values keep the type they were sent with, so build.decisions refuses an object or a number by name.
+    """
+    reviewer = body.get("reviewer", "")
     line = {"id": body["id"], "decision": body.get("decision"),
-            "reviewer": str(body.get("reviewer") or "").strip(),
+            "reviewer": reviewer.strip() if isinstance(reviewer, str) else reviewer,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "note": str(body.get("note") or "")}
+            "note": body.get("note", "")}
     if body.get("decision") == "correct":
         line["fields"] = body.get("fields")
     return line

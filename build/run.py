@@ -3,7 +3,8 @@ OUT/spinebench. Each stage resumes from what is already finished. Ends by writin
 per output file, `sha256sum -c` format): two builds from the same inputs and seed have the same file.
 Exit code as `ingest`: 0, 3 when some input was rejected (see OUT/work/ingest_report.json), 4 when a
 source is missing, misconfigured, failed or gave no image (before anything is written when it is known
-up front; otherwise after the build, which is then incomplete).
+up front; otherwise after the build, which is then incomplete); 2 before anything is written for a bad
+configuration, or when another build is writing OUT.
 
     python -m build run --raw RAW --out OUT [--profile P] [--embedder E] [--workers N] [--public] [--sources S..]
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from build import export, hubcheck, ingest, items
+from build import artifacts, config, export, hubcheck, ingest, items
 from build.checksums import write_checksums
 
 COMMAND = "run"
@@ -26,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (work/ and spinebench/ inside)")
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
     parser.add_argument("--embedder", default="fallback", help="'fallback' or a SigLIP2 Hub id / local path")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    parser.add_argument("--batch-size", type=config.positive, default=32, help="images per embedding batch")
     parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+    parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")
     parser.add_argument("--public", action="store_true", help="pointer sources without pixels")
     ingest.add_sources(parser)
@@ -38,14 +40,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     work = args.out / "work"
     profile = ingest.profile_with(args.profile, args.shard_rows)
+    ingest.check_settings(args.raw, profile, args.workers)  # every stage's settings, before the first write
+    items.review_file(work, args.review)
+    with artifacts.locked(args.out):  # a second `run` into OUT stops here, with a message
+        artifacts.remove_stale_temps(args.out, recursive=False)  # OUT may hold RAW: never look there
+        return _run(args, work, profile)
+
+
+def _run(args: argparse.Namespace, work: Path, profile: dict) -> int:
     try:
         ingested = ingest.ingest(args.raw, work, profile, args.workers, args.sources)
     except ingest.SourceError as error:
         return ingest.source_failure(error)
+    except ingest.WorkerDied as error:
+        print(f"run failed in ingest: {error}", file=sys.stderr)
+        return ingest.EXIT_FAILED
     print(ingested.summary(ingest.headline(ingested, args.sources)))
-    review = args.review or work / items.DECISIONS
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
-                              review if review.exists() else None)
+                              items.review_file(work, args.review))
     print(report.summary(f"{sum(report.counts['items'].values())} items"))
     folder = export.export(work, args.out, args.public)
     result = hubcheck.check(folder)

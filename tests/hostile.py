@@ -38,6 +38,8 @@ from build.sources import vindr as vindr_reader
 
 SEED = 20250710
 ZIP_ESCAPE = "escaped-from-xlsx.txt"  # a workbook member named ../../../../<this> must never be written
+FORMULA = "=cmd|' /C calc'!A0"  # a CSV cell a spreadsheet would run; planted as a CSXA patient id
+FORGED_LINE = "WARNING rejected [vindr] forged.dicom: this line was written by a file name"
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,16 @@ def _plant_csxa(folder: Path, outside: Path, manifest: dict) -> list[Case]:
     extra.append(row("csxa_90008"))  # no such image
     cases.append(Case("csxa", "metadata_row_without_image", shown_table, "warn",
                       r"^metadata row for 'csxa_90008' matches no image$", row=len(rows) + 1 + len(extra)))
+    stem, shown, path = png(9)
+    _flipped_picture(donor_png, path, "PNG", 2)
+    extra.append([stem, FORMULA, *row(stem)[2:]])  # kept as read; marked when the items are written
+    cases.append(Case("csxa", "formula_patient_id", shown, "accept", image_id=_image_id("csxa", stem),
+                      arrives=True))
+    stem = f"csxa_90010\n{FORGED_LINE}"  # a file name that would add a line of its own to the log
+    shown = f"{csxa.ROOT}/images/{stem}.png"
+    shutil.copyfile(donor_png, images / f"{stem}.png")
+    cases.append(Case("csxa", "newline_in_file_name", shown, "reject", r"^no class: no metadata row",
+                      image_id=_image_id("csxa", stem)))
     _write_rows(table, [header, *rows, *extra])
     return cases
 

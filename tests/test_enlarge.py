@@ -37,3 +37,39 @@ def test_images_grow_in_their_own_format_and_the_rest_is_copied(tmp_path: Path) 
     before = (out / "b.png").stat().st_mtime_ns
     assert enlarged_copy(raw, tmp_path / "big", factor=3) == out  # reused, not redone
     assert (out / "b.png").stat().st_mtime_ns == before
+
+
+def test_release_size_copy_has_each_releases_sizes_and_vindr_as_jpeg_2000(tmp_path: Path) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+
+    from benchmarks.enlarge import RELEASE_LONG_SIDES, release_size_copy
+
+    raw = tmp_path / "raw"
+    for index in range(12):
+        write_tiny_dicom(raw / "vindr" / f"{index}.dicom", MRImageStorage, f"1.2.3.{index}", BitsStored=12,
+                         HighBit=11)
+    write_tiny_dicom(raw / "rsna" / "1.dcm", MRImageStorage, "1.2.4.1", BitsStored=12, HighBit=11)
+    for source in ("csxa", "buu"):
+        (raw / source).mkdir()
+    Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20).save(raw / "csxa" / "b.png")
+    Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20).save(raw / "buu" / "a.jpg")
+    share = 0.05  # release sizes x 0.05: 100-150 px VinDr, 19-32 px RSNA, so the test stays fast
+
+    out = release_size_copy(raw, tmp_path / "real", size_share=share, processes=2)
+
+    def long_side(path: Path) -> int:
+        if path.suffix in (".dicom", ".dcm"):
+            ds = pydicom.dcmread(path)
+            return max(ds.Rows, ds.Columns)
+        return max(Image.open(path).size)
+
+    for source, pattern in (("vindr", "*.dicom"), ("rsna", "*.dcm"), ("csxa", "*.png"), ("buu", "*.jpg")):
+        low, high = RELEASE_LONG_SIDES[source]
+        for path in (out / source).glob(pattern):
+            assert low * share - 1 <= long_side(path) <= high * share + 1, path
+    syntaxes = [pydicom.dcmread(path).file_meta.TransferSyntaxUID for path in (out / "vindr").glob("*.dicom")]
+    assert set(syntaxes) <= {JPEG2000Lossless, ExplicitVRLittleEndian}
+    assert syntaxes.count(JPEG2000Lossless) >= 9  # 90 % of VinDr, as in the release
+    assert Image.open(out / "buu" / "a.jpg").format == "JPEG"
+    again = release_size_copy(raw, tmp_path / "real-1", size_share=share, processes=1)
+    assert all((again / p.relative_to(out)).read_bytes() == p.read_bytes() for p in out.rglob("*.dicom"))

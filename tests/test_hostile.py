@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from build import artifacts, config, ingest
+from build import artifacts, cells, config, export, ingest, items
 from build.imaging import standardize_file
-from hostile import ZIP_ESCAPE, plant, remove_planted_rejects
+from hostile import FORGED_LINE, FORMULA, ZIP_ESCAPE, plant, remove_planted_rejects
 from test_ingest import expected_disease, planted_id
 from test_leakage import leaks
 
@@ -60,7 +60,8 @@ def test_the_corpus_covers_what_it_promises(hostile):
                  "csv_duplicate_row", "metadata_duplicate_row", "series_duplicate_row", "point_outside_slice",
                  "point_not_numeric", "missing_file", "symlink_image_outside", "symlink_csv_outside",
                  "symlink_study_folder_outside", "symlink_release_root_outside", "symlink_image_inside",
-                 "symlink_loop", "dangling_symlink", "archive_member_dotdot"):
+                 "symlink_loop", "dangling_symlink", "archive_member_dotdot", "formula_patient_id",
+                 "newline_in_file_name"):
         assert kind in kinds, kind
     assert {case.source for case in hostile.cases} == {"buu", "csxa", "rsna", "vindr"}
 
@@ -138,6 +139,59 @@ def test_report_names_each_file_relative_to_its_source(hostile):
     for issue in hostile.saved["rejected"] + hostile.saved["warnings"]:
         assert not issue["path"].startswith("/"), issue
         assert len(issue["reason"]) >= 10, issue
+
+
+def case_of(hostile, kind: str):
+    return next(case for case in hostile.cases if case.kind == kind)
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_log_line(hostile, tmp_path):
+    """The name `csxa_90010<newline>WARNING rejected [vindr] forged.dicom: ...png` is reported (JSON keeps
+    it exact), and on the terminal it is one line with the newline escaped, never a line of its own."""
+    case = case_of(hostile, "newline_in_file_name")
+    line = next(issue.line() for issue in hostile.report.rejected if issue.path == case.path)
+    assert "\n" not in line and f"csxa_90010\\n{FORGED_LINE}.png: no class" in line
+    result = subprocess.run([sys.executable, "-m", "build", "-v", "ingest", "--raw", str(hostile.raw), "--work",
+                             str(tmp_path / "work"), "--workers", "1", "--sources", "csxa"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert any(f"csxa_90010\\n{FORGED_LINE}" in text for text in lines), lines
+    assert not [text for text in lines if text.startswith(FORGED_LINE)]
+
+
+@pytest.mark.parametrize("value, formula", [
+    ("=cmd|' /C calc'!A0", True), ("+1+cmd", True), ("-2+3", True), ("@SUM(A1)", True), ("\t=1", True),
+    ("\r=1", True), ("-3", False), ("+1.5", False), ("P90001", False), ("Healthy", False), ("L4/L5", False),
+    ("", False),
+])
+def test_what_counts_as_a_formula_cell(value, formula):
+    assert cells.is_formula(value) is formula
+
+
+def test_a_formula_cell_is_published_as_text_with_a_warning(hostile, tmp_path):
+    """A patient id `=cmd|...` from CSXA's metadata and a reviewer's question `=HYPERLINK(...)` reach the
+    Hub folder with a leading apostrophe, each with a warning; every other published text is unchanged."""
+    case = case_of(hostile, "formula_patient_id")
+    assert hostile.records[case.image_id]["patient_id"] == FORMULA  # the work folder keeps what was read
+    work = tmp_path / "work"
+    shutil.copytree(hostile.work, work)
+    item_id, question = f"{case.image_id}-sdd", '=HYPERLINK("http://example.invalid","see")'
+    review = work / "review" / "decisions.jsonl"
+    review.parent.mkdir()
+    review.write_text(json.dumps({"id": item_id, "decision": "correct", "fields": {"question": question},
+                                  "reviewer": "t", "time": "2026-12-01T00:00:00Z"}) + "\n")
+    report = items.make_items(work, config.profile("paper"), "fallback", 32, "cpu", review)
+    warned = sorted(issue.reason.split()[0] for issue in report.warnings if f"of item {item_id} " in issue.reason)
+    assert warned == ["patient_id", "question"]
+    folder = export.export(work, tmp_path / "out")
+    published = pq.read_table(folder / "data" / "diagnosis").drop_columns(["image"]).to_pylist()
+    row = next(row for row in published if row["id"] == item_id)
+    assert (row["patient_id"], row["question"]) == ("'" + FORMULA, "'" + question)
+    texts = [value for row in published for value in row.values() if isinstance(value, str)]
+    assert len(texts) > 1000 and not [text for text in texts if cells.is_formula(text)]
+    originals = {r["image_id"]: r["patient_id"] for r in hostile.records.values()}
+    assert all(row["patient_id"] == originals[row["image_id"]] for row in published if row["id"] != item_id)
 
 
 # --- whole-file problems: each costs that file's data, and only that --------------------------------

@@ -46,8 +46,8 @@ def test_ingest_killed_mid_way_resumes_to_identical_output(built, tmp_path):
                           capture_output=True).returncode == 3  # the replicas plant rejected files
     work = tmp_path / "work"
     process = start(*args, "--work", str(work))
-    kill_when(process, lambda: (work / "images" / "images-00004.json").exists())
-    shards = len(list((work / "images").glob("*.json")))
+    kill_when(process, lambda: (work / ".ingest.staging" / "images" / "images-00004.json").exists())
+    shards = len(list((work / ".ingest.staging" / "images").glob("*.json")))
     assert not (work / "records.parquet").exists() and shards < len(list((reference / "images").glob("*.json")))
     assert subprocess.run([sys.executable, "-m", "build", *args, "--work", str(work)], cwd=ROOT,
                           capture_output=True).returncode == 3

@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from build import config, decisions, items
-from build.decisions import DecisionError
 from build.review import create_app
 
 PLANTED = '<img src=x onerror="window.planted=1">Which disease <b>is</b> shown?'  # HTML in a question
@@ -64,8 +63,8 @@ def test_decisions_are_written_with_author_time_and_note_and_load(work, client):
     assert len(lines) == 3 and lines[0]["note"] == note and {line["reviewer"] for line in lines} == {"ana"}
     for line in lines:
         assert datetime.fromisoformat(line["time"]).utcoffset().total_seconds() == 0
-    found = decisions.load(path, rows)
-    assert found[sdd["id"]].decision == "correct" and found[sdd["id"]].fields == {"disease": other}
+    found, refused = decisions.read(path, rows)
+    assert refused == [] and found[sdd["id"]].decision == "correct" and found[sdd["id"]].fields == {"disease": other}
     assert client.get(f"/api/item/{sll['id']}").json["decision"]["decision"] == "correct"
 
 
@@ -78,22 +77,56 @@ def test_each_reviewer_keeps_their_decisions(work, client):
     assert [(line["reviewer"], line["decision"]) for line in lines] == [("ana", "accept"), ("ben", "flag")]
     latest = client.get(f"/api/item/{item_id}").json["decision"]  # the first server rereads the changed file
     assert (latest["reviewer"], latest["note"], latest["line"]) == ("ben", "second look", 2)
-    assert [path.name for path in (work / items.DECISIONS).parent.iterdir()] == ["decisions.jsonl"]  # no temp
+    names = sorted(path.name for path in (work / items.DECISIONS).parent.iterdir())
+    assert names == [".decisions.jsonl.lock", "decisions.jsonl"]  # no temporary file left
 
 
 @pytest.mark.parametrize("body,status,reason", [
     ({"decision": "correct", "fields": {"disease": "Cervical kyphosis-ish"}}, 400, "is not an option"),
-    ({"decision": "correct", "fields": {"levels": ["L1/L2"]}}, 400, "on a localization item"),
+    ({"decision": "correct", "fields": {"levels": ["L1/L2"]}}, 400, "only correct a localization item"),
     ({"decision": "correct"}, 400, "needs fields"),
-    ({"decision": "maybe"}, 400, "not one of"),
-    ({"decision": "accept", "reviewer": " "}, 400, "missing reviewer"),
+    ({"decision": "maybe"}, 400, "decision: Input should be 'accept', 'reject', 'correct' or 'flag'"),
+    ({"decision": "accept", "reviewer": " "}, 400, "reviewer: empty text"),
+    ({"decision": "accept", "reviewer": {"name": "ana"}}, 400, "reviewer: Input should be a valid string"),
+    ({"decision": "accept", "note": 5}, 400, "note: Input should be a valid string, not a number"),
+    ({"decision": "accept", "note": "n" * 2001}, 400, "note: String should have at most 2000 characters"),
+    ({"decision": "correct", "fields": {"question": {"a": 1}}}, 400, "fields.question: Input should be a valid"
+                                                                      " string, not an object"),
+    ({"decision": "correct", "fields": {"question": "\ud800"}}, 400, "a lone surrogate U+D800"),
+    ({"decision": "correct", "fields": {"question": "a\nb"}}, 400, "must be one line of text"),
+    ({"decision": "correct", "fields": {"answer": ["A"]}}, 400, "unknown key 'fields.answer'"),
     ({"decision": "accept", "id": "no-such-item"}, 404, "unknown item id"),
     ({"decision": "accept", "id": ["a list"]}, 404, "unknown item id"),
 ])
 def test_bad_decisions_are_refused_with_the_reason_and_not_written(work, client, body, status, reason):
     body = {"id": first(qa_rows(work), "diagnosis")["id"], "reviewer": "ana", **body}
     answer = client.post("/api/decision", json=body)
-    assert answer.status_code == status and reason in answer.json["error"]
+    assert answer.status_code == status and reason in answer.json["error"], answer.json
+    assert not (work / items.DECISIONS).exists()
+
+
+@pytest.mark.parametrize("question,reason", [
+    ('"\\ud800"', "a lone surrogate U+D800"),  # the JSON escape, as a script would send it
+    ("NaN", "not JSON: NaN"), ("Infinity", "not JSON: Infinity"),
+    ("1e999", "the number 1e999 is beyond the float range"),
+    ("[" * 30_000 + "]" * 30_000, "nested too deeply"),  # was a 500 (RecursionError)
+    ('"x"}, "x": {"y": 1', "unknown keys ['x'] (allowed: id, decision, reviewer, note, fields)"),
+    ('"x" "y"', "not JSON: Expecting ',' delimiter"),
+])
+def test_bodies_that_are_not_strict_json_are_refused(work, client, question, reason):
+    """Raw bodies (Flask's test client would encode a Python value as valid JSON)."""
+    item_id = first(qa_rows(work), "diagnosis")["id"]
+    raw = (f'{{"id": "{item_id}", "decision": "correct", "reviewer": "ana", "fields": {{"question": {question}}}}}')
+    answer = client.post("/api/decision", data=raw, content_type="application/json")
+    assert answer.status_code == 400 and reason in answer.json["error"], answer.json
+    assert not (work / items.DECISIONS).exists()
+
+
+def test_a_body_that_is_not_utf8_is_refused(work, client):
+    item_id = first(qa_rows(work), "diagnosis")["id"]
+    raw = f'{{"id": "{item_id}", "decision": "accept", "reviewer": "Jos\xe9"}}'.encode("latin-1")
+    answer = client.post("/api/decision", data=raw, content_type="application/json")
+    assert answer.status_code == 400 and "'utf-8' codec can't decode byte 0xe9" in answer.json["error"]
     assert not (work / items.DECISIONS).exists()
 
 
@@ -181,12 +214,17 @@ def test_other_hosts_are_refused(client):
     assert client.get("/", headers={"Host": "127.0.0.1:8765"}).status_code == 200
 
 
-def test_a_file_the_build_would_refuse_stops_the_server(work):
+def test_lines_the_build_refuses_are_skipped_by_the_server_too(work):
+    rows = qa_rows(work)
     path = work / items.DECISIONS
     path.parent.mkdir(parents=True)
-    path.write_text('{"id": "x", "decision": "accept"}\n')
-    with pytest.raises(DecisionError, match=r"decisions.jsonl:1: missing reviewer"):
-        create_app(work, path, "")
+    good = json.dumps({"id": first(rows, "diagnosis")["id"], "decision": "flag", "reviewer": "ana",
+                       "time": "2026-11-28T10:00:00Z"})
+    path.write_bytes(b'{"id": "x", "decision": "accept"}\n' + good.encode() + b'\n\xff\n')
+    app = create_app(work, path, "")
+    assert [(line, reason[:26]) for line, reason in app.extensions["ledger"].refused] == [
+        (1, "missing reviewer, time"), (3, "not UTF-8: byte 0xff at by")]
+    assert app.test_client().get("/api/items?state=flag").json["ids"] == [first(rows, "diagnosis")["id"]]
 
 
 def test_the_next_build_applies_the_decisions(work, client):

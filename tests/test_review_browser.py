@@ -20,17 +20,17 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_review import PLANTED, copy_work, qa_rows
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from build import decisions, items
-from build.review import HOST, create_app
+from build.review import HOST, Handler, create_app
 from spinebench import LETTERS
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 TIMED = 10  # items accepted with the keyboard to measure the time per item
 
 
-class Quiet(WSGIRequestHandler):
+class Quiet(Handler):
     def log_request(self, *args: object) -> None:
         """No line per request in the test output."""
 
@@ -115,7 +115,8 @@ def test_review_with_keyboard_and_mouse_then_resume(server, browser, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#correct button").click()
     shown(browser, ids[14])
 
-    found = decisions.load(work / items.DECISIONS, rows)
+    found, refused = decisions.read(work / items.DECISIONS, rows)
+    assert refused == []
     assert [found[i].decision for i in ids[:14]] == ["accept"] * 10 + ["reject", "flag", "reject", "correct"]
     assert found[ids[12]].note == "rib <b>shadow</b>" and found[ids[13]].fields == {"disease": other}
     assert {d.reviewer for d in found.values()} == {"kim"}

@@ -88,8 +88,8 @@ class Mapping(BaseModel):
     class_from: Literal["metadata", "annotation"]
     class_key: list[str]
     classes: dict[str, Literal["lordosis", "straight", "kyphosis", "sigmoid"]]
-    region: str
-    view: str
+    region: Literal["cervical", "thoracic", "lumbar"]
+    view: Literal["AP", "PA", "lateral"]
 
     _keys = field_validator("class_key", mode="before")(_names)
 
