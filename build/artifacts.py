@@ -29,6 +29,7 @@ from build.errors import BuildError
 IMAGES_DIR = "images"  # image shards: images-00000.parquet (+ .json sidecar with figures and rejects)
 RECORDS = "records.parquet"  # one row per standardized image: provenance, labels, figures
 PROFILE = "profile.json"  # the profile the work folder was ingested with
+SOURCES = "sources.json"  # per source: where its release was found, its count against the release's size
 LOCK = ".lock"  # held (flock) by the build writing the folder; the kernel releases it when that build dies
 TEMP = re.compile(r"^\..+\.(\d+)\.\w+\.tmp$")  # atomic_path's names: .<name>.<pid of the writer>.<random>.tmp
 

@@ -14,8 +14,8 @@ PLACEHOLDERS = ("headline", "audit", "counts", "prompt", "figures", "sources", "
 def render(qa: list[dict], build_info: dict[str, Any], figures: list[str]) -> str:
     text = (ROOT / "dataset_card.md").read_text(encoding="utf-8")
     parts = {"headline": headline(build_info), "audit": audit_section(build_info), "counts": counts(qa),
-             "prompt": prompt(qa), "figures": figure_links(figures), "sources": sources(build_info),
-             "settings": settings(qa, build_info)}
+             "prompt": prompt(qa), "figures": figure_links(figures),
+             "sources": sources(build_info) + completeness(build_info), "settings": settings(qa, build_info)}
     for name in PLACEHOLDERS:
         text = text.replace("{{" + name + "}}", parts[name])
     return text
@@ -84,6 +84,15 @@ def sources(build_info: dict[str, Any]) -> str:
         rows.append([f"[{entry['name']}]({entry['url']})", entry["modality"], entry["licence"],
                      entry["redistribution"], shipped])
     return table(["source", "modality", "terms", "policy", "in this export"], rows)
+
+
+def completeness(build_info: dict[str, Any]) -> str:
+    """A loud line for every source far below its release's size or failed (from ingest's sources.json)."""
+    lines = [f"- **WARNING: {name} is incomplete in this build**: {entry['found']:,} {entry['unit']} of the "
+             f"{entry['expected']:,} its release holds" + (" (the source failed while read)" if entry["failed"] else "")
+             for name, entry in sorted(build_info.get("sources", {}).items())
+             if entry["far_below"] or entry["failed"]]
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def licence_text(build_info: dict[str, Any]) -> str:

@@ -106,6 +106,7 @@ def write_folder(work: Path, staging: Path, public: bool) -> None:
         "counts": {name: info.splits[SPLIT].num_examples for name, info in infos.items()},
         "items": artifacts.read_json(work / ITEMS_SETTINGS),
         "rejected_by_review": len(everything) - len(qa),
+        "sources": artifacts.read_json(work / artifacts.SOURCES) if (work / artifacts.SOURCES).exists() else {},
     }
     artifacts.write_json(staging / BUILD_INFO, build_info)
     figure_paths = figures.make_all(qa, work, staging / "figures")

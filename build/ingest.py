@@ -8,6 +8,7 @@ unless --sources names fewer) must be found before anything is written. WORK rec
   images/images-NNNNN.parquet   image shards: image_id, png (8-bit grayscale, lossless), width, height, sha256
   images/images-NNNNN.json      the shard's figures and rejected files; written last, so it marks the shard done
   records.parquet               one row per standardized image: provenance, raw findings, disease, levels, figures
+  sources.json                  per source: where its release was found, its layout, its count vs the release's
   ingest_report.json            counts per source and disease, every rejected or dropped file with its reason
 
 The readers feed a worker pool as they go (a few batches of jobs ahead of the workers), and each finished shard is joined with its records and appended to records.parquet as one row group, so
@@ -202,13 +203,10 @@ def _ingest(releases: dict[str, Release], stage: artifacts.Staging, profile: dic
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
     report.absorb(images)
     check_sizes(records_seen(stage.folder), releases, report)
-    artifacts.write_json(stage / SOURCES_FILE, sources_summary(releases, report))
+    artifacts.write_json(stage / artifacts.SOURCES, sources_summary(releases, report))
     artifacts.write_json(stage / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
     report.write(stage / "ingest_report.json")
-
-
-SOURCES_FILE = "sources.json"  # per source: where its release was found, its count against the release's
 
 
 def find_sources(raw: Path, sources: Iterable[str], report: StageReport) -> dict[str, Release]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import datasets
 import pyarrow.parquet as pq
@@ -131,6 +132,27 @@ def test_builder_rehydrates_pointer_rows_to_the_same_bytes(built, public, tmp_pa
     assert rehydrated == embedded
 
 
+def test_rehydration_works_from_a_differently_laid_out_download(built, public, tmp_path):
+    """The build read RSNA nested and VinDr as PhysioNet's unzipped folder; this user has Kaggle's zip and a
+    wget mirror of PhysioNet, and gets the same bytes (each row's pixels are sha256-checked)."""
+    from build.replicas import layouts
+
+    raw = tmp_path / "raw"
+    for source, variant in (("rsna", "zip-flat"), ("vindr", "wget")):
+        shutil.copytree(built.raw / source, raw / source)
+        layouts.apply(raw / source, source, variant)
+    paths = [r["image_path"] for p in public.glob("data/*/*.parquet")
+             for r in pq.read_table(p, columns=["image_path"]).to_pylist()]
+    assert paths and not any(layouts.rsna.ROOT in p or layouts.vindr.ROOT in p for p in paths)
+    builder = SpineBench(config_name="full", data_dir=str(raw), published=str(public), cache_dir=str(tmp_path / "c"))
+    builder.download_and_prepare(output_dir=str(tmp_path / "out"), file_format="parquet")
+    rehydrated = {r["id"]: r["image"]["bytes"] for p in (tmp_path / "out").glob("*.parquet")
+                  for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
+    embedded = {r["id"]: r["image"]["bytes"] for p in built.hub.glob("data/[dl]*/*.parquet")
+                for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
+    assert rehydrated == embedded
+
+
 def test_push_dry_run_lists_the_folder_and_sends_nothing(built, capsys, monkeypatch):
     import huggingface_hub
 
@@ -190,3 +212,13 @@ def test_a_rejected_item_leaves_every_configuration(built, tmp_path):
         ids = {row["id"] for row in rows}
         assert victim["id"] not in ids, name
     assert "rejected and left out: 1" in (hub / "README.md").read_text()
+
+
+def test_the_card_warns_loudly_about_a_source_far_below_its_release(built):
+    card = (built.hub / "README.md").read_text(encoding="utf-8")
+    found = json.loads((built.work / "sources.json").read_text())
+    for source in ("buu", "csxa", "rsna", "vindr"):  # replicas are ~0.5% of the releases
+        entry = found[source]
+        assert entry["far_below"] and entry["found"] > 0
+        assert (f"**WARNING: {source} is incomplete in this build**: {entry['found']:,} {entry['unit']} of the "
+                f"{entry['expected']:,} its release holds") in card

@@ -158,3 +158,31 @@ def test_an_unknown_workbook_stops_the_build_before_anything_is_written(tree, tm
     code = main(["ingest", "--raw", str(raw), "--work", str(tmp_path / "work"), "--sources", "csxa"])
     assert code == 4 and not (tmp_path / "work").exists()
     assert "candidate class column 'Form'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("source", "variant"), [(s, v) for s, variants in layouts.LAYOUTS.items() for v in variants])
+def test_inventory_reports_every_layout(tree, tmp_path, source, variant):
+    from build import inventory
+
+    folder = moved(tree, tmp_path, source, variant) if variant != layouts.DEFAULT[source] else tree / source
+    _, records, _ = read(tree / source, source)
+    result = inventory.inventory(source, folder)
+    assert not result.problem and result.records == len(records)
+    zipped = variant in ("zip", "zip-flat", "zip-nested", "scidb")
+    assert ("zip" in result.layout.split(",")[0]) == zipped, result.layout
+    if source == "vindr":
+        assert "JPEG 2000 Image Compression (Lossless Only)" in result.decoding
+    if variant == "wget":
+        assert result.layout == "folder, PhysioNet wget mirror"
+    expected_files = {"buu": 7, "csxa": 15, "rsna": 186, "vindr": 31}[source]  # every file of the replica
+    assert result.files == expected_files
+    assert all(v.startswith("ok") for values in result.decoding.values() for v in values) != (source == "rsna")
+
+
+def test_inventory_of_a_missing_source_says_so_and_exits_4(tmp_path, capsys):
+    from build.__main__ import main
+
+    (tmp_path / "vindr").mkdir()
+    assert main(["inventory", "--raw", str(tmp_path), "--sources", "vindr", "buu"]) == 4
+    out = capsys.readouterr().out
+    assert "vindr:\n  NOT USABLE: vindr: release not found" in out and "buu:\n  NOT USABLE: buu: source folder" in out

@@ -163,3 +163,16 @@ def test_referenced_file_rejects_once_with_path_and_lines(tmp_path: Path) -> Non
     [issue] = report.rejected
     assert issue.path == "img/b.dicom"
     assert issue.reason == "missing file, referenced by annotations/train.csv line(s) 2, 3, 4, 5, 6 (+3 more)"
+
+
+def test_refused_members_of_a_zip_beside_the_files_are_reported(tmp_path: Path) -> None:
+    touch(tmp_path / "rel/train.csv", "a\n1\n")
+    with zipfile.ZipFile(tmp_path / "rel/images.zip", "w") as archive:
+        archive.writestr("images/1.png", b"png")
+        archive.writestr("../escape.png", b"png")
+    report = StageReport("ingest")
+    found = locate(tmp_path, "rsna", has_train_csv, "train.csv", report)
+    assert found.layout == "folder + images.zip" and found.is_file("images/1.png")
+    assert not found.is_file("../escape.png")
+    assert [(i.path, i.reason.split(" ")[0]) for i in report.rejected] == [("rel/images.zip/../escape.png",
+                                                                            "unsafe")]

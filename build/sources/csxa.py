@@ -20,6 +20,7 @@ Files that resolve outside the source folder (symlinks) are refused with a reaso
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -328,14 +329,17 @@ def _table(release: Release, name: str, spec: Mapping, report: StageReport) -> _
     shown = release.shown(name)
     if name.lower().endswith((".xlsx", ".xlsm")):
         return _workbook(release, name, spec, shown)
-    rows = [(shown, line, row) for line, row in read_csv_rows(release, name, (), report, SOURCE)]
-    header = list(rows[0][2]) if rows else _csv_header(release, name)
+    header = _csv_header(release, name)
+    roles = ("key", "patient", "sex", "age")
+    used = [_first(header, getattr(spec.metadata, role)) for role in roles] + [_first(header, spec.class_key)]
+    required = [column for column in used if column]  # a repeated one is refused by read_csv_rows
+    rows = [(shown, line, row) for line, row in read_csv_rows(release, name, required, report, SOURCE)]
     return _Table(header, rows, {})
 
 
 def _csv_header(release: Release, name: str) -> list[str]:
-    with io.TextIOWrapper(release.open(name), encoding="utf-8-sig", errors="replace") as handle:
-        return [cell.strip() for cell in handle.readline().rstrip("\r\n").split(",")]
+    with io.TextIOWrapper(release.open(name), encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return [cell.strip() for cell in next(csv.reader(handle), [])]
 
 
 def _workbook(release: Release, name: str, spec: Mapping, shown: str) -> _Table:

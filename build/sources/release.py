@@ -219,10 +219,6 @@ def _open_index(path: str, pid: int) -> ZipIndex:
     return index
 
 
-def _is_zip(path: Path) -> bool:
-    return path.name.lower().endswith(ZIP) and zipfile.is_zipfile(path)
-
-
 # --- finding the release ----------------------------------------------------------------------------------
 
 
@@ -319,5 +315,11 @@ def locate(folder: Path, source: str, signature: Signature, describe: str,
         names = " and ".join(f"{folder / r.shown()}" for r in found.found)
         raise SourceError(f"{source}: two candidate release roots, {names}: keep one (e.g. remove the zip "
                           "you already unzipped)")
-    return found.found[0]
+    release = found.found[0]
+    if report is not None and release.archive is None:  # the zips beside its files were not searched
+        for archive in _beside(folder / release.root):
+            shown = Path(archive).relative_to(folder).as_posix()
+            for name, reason in _index(Path(archive)).refused:
+                report.reject(source, f"{shown}/{name}", reason)
+    return release
 
