@@ -275,7 +275,8 @@ def _check_pixel_data(ds: Dataset, frame: int, path: Path, notes: list[str]) -> 
         frames = int(ds.get("NumberOfFrames") or 1)
         samples = int(ds.get("SamplesPerPixel") or 1)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"missing or invalid Rows/Columns/NumberOfFrames/SamplesPerPixel: {exc}") from exc
+        raise ImageError("missing or invalid Rows/Columns/NumberOfFrames/SamplesPerPixel "
+                         f"({type(exc).__name__}; header values are not quoted)") from exc
     if rows < 1 or columns < 1 or frames < 1 or samples < 1:
         raise ImageError(f"impossible dimensions {columns}x{rows} with {frames} frame(s)"
                          + (f" and {samples} samples per pixel" if samples < 1 else ""))
@@ -291,7 +292,8 @@ def _check_pixel_data(ds: Dataset, frame: int, path: Path, notes: list[str]) -> 
             expected = get_expected_length(ds, "bytes")
             bits = int(ds.BitsAllocated)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ImageError(f"invalid pixel description: {exc}") from exc
+            raise ImageError(f"invalid pixel description ({type(exc).__name__}; header values are not "
+                             "quoted)") from exc
         actual = len(ds[keyword].value)
         if actual < expected:
             raise ImageError(f"truncated DICOM: pixel data {expected - actual} bytes short")
@@ -485,7 +487,7 @@ def _check_inflated_size(path: Path, meta: Dataset) -> None:
     with open(path, "rb") as handle:
         handle.seek(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC) + 12 + int(group_length))  # 12: the length element
         while (chunk := handle.read(INFLATE_STEP)) and not inflater.eof:
-            while chunk:
+            while chunk and not inflater.eof:  # after the end, bytes such as the even-length pad remain
                 try:
                     inflated += len(inflater.decompress(chunk, INFLATE_STEP))
                 except zlib.error:
