@@ -117,6 +117,7 @@ NUMBER_FIELDS: dict[str, tuple[int, int]] = {
 POSITIVE_FIELDS = frozenset({"PixelSpacing", "ImagerPixelSpacing"})
 DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")  # a DICOM DS value
 INTEGER = re.compile(r"[+-]?\d{1,10}")  # a DICOM IS value
+MEMORY_ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # "<_io.BytesIO object at 0x7f...>" in decoder messages
 
 DICOM_MAGIC = b"DICM"
 DICOM_MAGIC_OFFSET = 128
@@ -536,9 +537,10 @@ def _quiet_decoders() -> Iterator[None]:
 
 
 def _one_line(exc: BaseException) -> str:
-    """An exception as one report line: pydicom lists each plugin's failure on a line of its own."""
+    """An exception as one report line: pydicom lists each plugin's failure on a line of its own, and
+    Pillow names its buffer by memory address (which would make two runs' reports differ)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {'; '.join(lines)}"
+    return MEMORY_ADDRESS.sub("", f"{type(exc).__name__}: {'; '.join(lines)}")
 
 
 def _fallback_decode(path: Path, ds: Dataset, frame: int, failure: Exception) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -317,3 +319,24 @@ def test_a_deflate_stream_that_zlib_rejects_is_one_line_from_pydicom(tmp_path):
     path.write_bytes(data[:start] + b"\xff" * (len(data) - start))  # 0xff: an invalid deflate block type
     with pytest.raises(ImageError, match=r"^unreadable DICOM: error: Error -3 while decompressing data"):
         standardize_file(path)
+
+
+def test_the_cli_prints_one_line_per_refused_file_and_no_traceback(tmp_path):
+    """A JPEG without its SOI marker fails in every plugin (pydicom logs each with a traceback, GDCM's
+    libjpeg prints to fd 2); RLE data longer than its rows makes pylibjpeg-rle panic."""
+    data = bytearray(Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")).read_bytes())
+    start = data.index(b"\xff\xd8\xff")
+    data[start:start + 3] = bytes(3)
+    (tmp_path / "no_soi.dcm").write_bytes(bytes(data))
+    rle = resave(write_dicom(tmp_path / "rle.dcm", phantom(), syntax=RLELossless), Rows=24)
+    done = subprocess.run([sys.executable, "-m", "build", "-v", "standardize", str(tmp_path / "no_soi.dcm"),
+                           str(rle), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and lines[2] == "standardize: 0 written, 2 refused", lines
+    assert lines[0].startswith(f"refused {tmp_path / 'no_soi.dcm'}: cannot decode pixel data (JPEG Baseline "
+                               "(Process 1)): RuntimeError: Unable to decode as exceptions were raised by all "
+                               "available plugins:; pylibjpeg: ")
+    assert " at 0x" not in lines[0]  # no memory addresses: reports of two runs are equal
+    assert lines[1].startswith(f"refused {rle}: cannot decode pixel data (RLE Lossless): PanicException: ")
