@@ -499,8 +499,9 @@ def _dcmread(path: Path | bytes) -> Dataset:
     """Parse a DICOM file holding only small element values in memory (DEFER_SIZE); a deflated dataset
     is measured first, because pydicom inflates it whole and a 1 MB file can hold gigabytes."""
     try:
-        with _opened(path) as handle:
-            meta = pydicom.filereader.read_file_meta_info(handle)
+        with _opened(path) as handle:  # read_file_meta_info itself takes only a file name
+            pydicom.filereader.read_preamble(handle, False)
+            meta = pydicom.filereader._read_file_meta_info(handle)
     except Exception:  # noqa: BLE001 - dcmread below says what is wrong with the file
         meta = None
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:

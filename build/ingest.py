@@ -514,10 +514,10 @@ def records_rows(labelled: list[tuple[SourceRecord, Labelled]], shard: int, side
         if record.image_id not in figures:
             continue
         image = figures[record.image_id]
-        for warning in image["warnings"]:  # odd but usable files (build.imaging)
-            report.warn(record.source, record.path, warning)
-        record = replace(record, **image["facts"])
         release = releases[record.source] if releases else None
+        for warning in image["warnings"]:  # odd but usable files (build.imaging)
+            report.warn(record.source, release.shown(record.path) if release else record.path, warning)
+        record = replace(record, **image["facts"])
         check_points(record, image["source_width"], image["source_height"], report, release)
         if image["sha256"] in seen_pixels:
             shown = release.shown(record.path) if release else record.path

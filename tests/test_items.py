@@ -11,6 +11,7 @@ import pytest
 from tiny_models import build_tiny_siglip2
 
 from build import artifacts, config, ingest, items
+from build.errors import BuildError
 from spinebench import HEALTHY, LETTERS, LEVELS
 
 
@@ -239,5 +240,5 @@ def test_valid_labels_healthy_on_mri_and_asks_sdd_only_of_slices_that_show_every
 def test_items_refuse_a_profile_whose_ingest_settings_differ(built, capsys):
     parser = items.argparse.ArgumentParser()
     items.add_arguments(parser)
-    with pytest.raises(SystemExit, match="rerun ingest"):
+    with pytest.raises(BuildError, match="rerun ingest"):
         items.main(parser.parse_args(["--work", str(built.work), "--profile", "clinical"]))

@@ -90,7 +90,8 @@ def test_ingest_stops_with_a_message_when_a_worker_is_killed_and_then_resumes(bu
                                start_new_session=True)
     try:
         started = time.monotonic()
-        while not (work / "images" / artifacts.shard_name(2)).with_suffix(".json").exists():
+        staged = work / ".ingest.staging" / "images"  # ingest writes into staging until it completes
+        while not (staged / artifacts.shard_name(2)).with_suffix(".json").exists():
             assert process.poll() is None, "finished before a worker could be killed: make the input larger"
             assert time.monotonic() - started < 180, "no shard was finished"
             time.sleep(0.02)
@@ -104,7 +105,7 @@ def test_ingest_stops_with_a_message_when_a_worker_is_killed_and_then_resumes(bu
     assert process.returncode == 1, (stdout, stderr)
     assert "ingest failed: a worker process died abruptly" in stderr and "Traceback" not in stderr, stderr
     assert not (work / "records.parquet").exists()
-    kept = {path.name: path.stat().st_mtime_ns for path in (work / "images").glob("images-*.json")}
+    kept = {path.name: path.stat().st_mtime_ns for path in staged.glob("images-*.json")}
     assert len(kept) >= 3
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

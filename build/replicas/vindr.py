@@ -97,11 +97,22 @@ def plant(root: Path, seed: int, scale: float) -> tuple[list[dict], list[dict], 
         images.append({
             "source": SOURCE, "path": path, "image_key": image_id, "patient_id": study, "modality": "X-ray",
             "diseases": diseases_of(labels), "raw_labels": sorted(set(labels)), "levels": {},
+            "boxes": box_counts(raw),
             "split": split, **header, **dicom_fields(tags, syntax),
         })
     for split, table in rows.items():
         write_csv(root / ROOT / "annotations" / f"{split}.csv", HEADER, table)
     return images, edges, jobs
+
+
+def box_counts(raw: list[str]) -> dict[str, int]:
+    """Good boxes per SpineBench disease (what the `most_boxes` rule counts; the degenerate one is not)."""
+    counts: dict[str, int] = {}
+    for label in raw:
+        disease = LESIONS[label][0]
+        if disease is not None:
+            counts[disease] = counts.get(disease, 0) + 1
+    return counts
 
 
 def diseases_of(labels: tuple[str, ...]) -> list[str]:
