@@ -77,7 +77,7 @@ CODEC_TARGETS = {"JPEG 2000": 3.0, "JPEG": 3.0, "PNG": 1.0, "uncompressed": 1.0}
 CODEC_REDUCTION = {
     "JPEG 2000": "resolution level >= the output (Pillow's OpenJPEG `reduce`)",
     "JPEG": "DCT scaling 1/2, 1/4 or 1/8 >= the output (Pillow's `draft`)",
-    "PNG": "none exists (zlib rows): full decode; 8-bit needs no window, Pillow's resize box-reduces",
+    "PNG": "none exists (zlib rows): full decode, box average to >= 2x the output before window and resize",
     "uncompressed": "none needed (no codec): box average to >= 2x the output before the window",
     "RLE": "none exists (pylibjpeg-rle decodes every pixel): box average before the window",
 }
