@@ -389,8 +389,6 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
     """Per codec, at the releases' pixel sizes: (a) the full-decode floor (every pixel decoded, then window,
     resize, PNG encode) against (b) the project (an ingest worker's whole job per image: reduced decode,
     window, resize, PNG encode, pixel hash, quality figures), each ratio taken per repeat between neighbours."""
-    from PIL import Image
-
     from build import imaging
 
     jobs, profile = ingest_jobs(big)
@@ -399,7 +397,7 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
     for job in jobs:
         try:
             groups.setdefault((job.source, codec_of(job.path)), []).append(job)
-        except Exception:  # noqa: BLE001 - the planted broken files: not a codec figure
+        except Exception:  # noqa: BLE001, S112 - the planted broken files: not a codec figure
             continue
     result: dict[str, Any] = {"fairness": "same files, page cache warm, 1 process each; per-repeat ratio of "
                               "neighbouring runs, median over the repeats", "codecs": {}}
