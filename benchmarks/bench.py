@@ -77,7 +77,7 @@ CODEC_TARGETS = {"JPEG 2000": 3.0, "JPEG": 3.0, "PNG": 1.0, "uncompressed": 1.0}
 CODEC_REDUCTION = {
     "JPEG 2000": "resolution level >= the output (Pillow's OpenJPEG `reduce`)",
     "JPEG": "DCT scaling 1/2, 1/4 or 1/8 >= the output (Pillow's `draft`)",
-    "PNG": "none exists (zlib rows): full decode; 8-bit needs no window, Pillow's resize box-reduces",
+    "PNG": "none exists (zlib rows): full decode, box average to >= 2x the output before window and resize",
     "uncompressed": "none needed (no codec): box average to >= 2x the output before the window",
     "RLE": "none exists (pylibjpeg-rle decodes every pixel): box average before the window",
 }
@@ -398,8 +398,6 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
     """Per codec, at the releases' pixel sizes: (a) the full-decode floor (every pixel decoded, then window,
     resize, PNG encode) against (b) the project (an ingest worker's whole job per image: reduced decode,
     window, resize, PNG encode, pixel hash, quality figures), each ratio taken per repeat between neighbours."""
-    from PIL import Image
-
     from build import imaging
 
     jobs, profile = ingest_jobs(big)
@@ -408,7 +406,7 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
     for job in jobs:
         try:
             groups.setdefault((job.source, codec_of(file_of(job))), []).append(job)
-        except Exception:  # noqa: BLE001 - the planted broken files: not a codec figure
+        except Exception:  # noqa: BLE001, S112 - the planted broken files: not a codec figure
             continue
     result: dict[str, Any] = {"fairness": "same files, page cache warm, 1 process each; per-repeat ratio of "
                               "neighbouring runs, median over the repeats", "codecs": {}}
@@ -439,6 +437,7 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
             "reduced_decode": CODEC_REDUCTION.get(codec, "none here: full decode, box average before the window"),
             "ms_per_image": {name: round(1000 * statistics.median(t.wall for t in runs[name]) / n, 1)
                              for name in cases},
+            "cpu_ms_per_image": {name: round(1000 * min(t.cpu for t in runs[name]) / n, 1) for name in cases},
             "project_vs_full_decode": round(statistics.median(ratios), 3),
             "project_vs_full_decode_cpu": round(statistics.median(ratios_cpu), 3) if ratios_cpu else None,
             "per_repeat": [round(r, 3) for r in ratios],
@@ -451,46 +450,71 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
 
 
 def bench_projection(big: Path, scratch: Path, settings: Settings, codecs: dict[str, Any],
-                     real: dict[str, Any]) -> dict[str, Any]:
+                     real: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
     """The paper-size build at real pixel sizes, extrapolated from a measured build of the release-size
-    replicas. They hold the paper's per-source mix at real_scale / PAPER_SCALE of its size, so each stage's
-    time is scaled by that factor. Per source, the ingest time a maintainer should expect is the project's
-    per-image time of each of its codecs (bench_codecs) x its image count at paper size, divided by the
-    measured 1 -> 2 worker speed-up and by the worker body / ingest ratio (readers, shards, records)."""
+    replicas, which hold the paper's per-source mix at real_scale / PAPER_SCALE of its size.
+
+    In CPU seconds, which a busy machine changes far less than wall time: each stage's fixed cost (imports,
+    card figures, the folder check's start) comes from the two memory builds (N and 10N images: a + b n),
+    its per-image cost from the release-size build; the paper size is then a + b' x its images. On an idle
+    machine the 2-worker ingest takes its CPU seconds / WORKERS, the other stages theirs. Per source, the
+    ingest minutes are the project's CPU time per image of each of its codecs (bench_codecs) x its image
+    count at paper size / WORKERS / the worker body's share of ingest's CPU time."""
     wait_for_quiet(settings.quiet_wait)
     figures = measured_build(big, scratch / "build-release-size", scratch / "build-release-size.log")
     factor = PAPER_SCALE / settings.real_scale
-    stages = {k: v for k, v in figures["seconds"].items() if k != "imports"}
-    projected = {stage: round(seconds * factor, 1) for stage, seconds in stages.items()}
+    n_sample, n_paper = figures["images"], round(figures["images"] * factor)
+    small, large = memory["N"], memory["10N"]
+    projected_cpu, idle_wall = {}, {}
+    for stage, sample_cpu in figures["cpu_seconds"].items():
+        fixed = _fixed_cost(small, large, stage, sample_cpu)
+        projected_cpu[stage] = round(fixed + max(0.0, sample_cpu - fixed) / n_sample * (n_paper if stage != "imports"
+                                                                                        else n_sample), 1)
+        idle_wall[stage] = round(projected_cpu[stage] / (WORKERS if stage == "ingest" else 1), 1)
+    breakdown = real["breakdown_single_cpu_s"]
+    body_share = ((breakdown["floor_decode_resize_encode"] + breakdown["hash_and_quality_figures"])
+                  / breakdown["ingest_total"])
     result = {
         "method": (f"measured: a full build (ingest with {WORKERS} workers, items with the fallback embedder, "
                    f"export, check) of the replicas at scale {settings.real_scale:g} copied at the releases' pixel "
-                   f"sizes and codecs ({figures['images']} images, {100 * settings.real_scale / PAPER_SCALE:g}% of "
-                   f"the paper's build, same per-source mix); projected: each stage's time x {factor:g}. "
-                   "Extrapolated, not measured at full size"),
-        "sample_images": figures["images"],
-        "sample_seconds": stages,
+                   f"sizes and codecs ({n_sample} images, {100 * settings.real_scale / PAPER_SCALE:g}% of the "
+                   "paper's build, same per-source mix), in CPU seconds; projected: each stage's fixed cost (from "
+                   "the N and 10N memory builds) + its per-image cost x the paper's images; idle-machine wall = "
+                   f"CPU / {WORKERS} for ingest, CPU for the rest. Extrapolated, not measured at full size"),
+        "sample_images": n_sample,
+        "sample_seconds": figures["seconds"],
+        "sample_cpu_seconds": figures["cpu_seconds"],
         "sample_peak_mb": figures["peak_mb"],
         "sample_peak_tree_pss_mb": figures.get("peak_tree_pss_mb"),
         "sample_stage_peak_mb": figures.get("stage_peak_mb"),
-        "projected_images": round(figures["images"] * factor),
-        "projected_seconds": projected,
-        "projected_total_minutes": round(sum(projected.values()) / 60 + figures["seconds"].get("imports", 0) / 60, 1),
+        "projected_images": n_paper,
+        "projected_cpu_seconds": projected_cpu,
+        "projected_seconds": idle_wall,
+        "projected_total_minutes": round(sum(idle_wall.values()) / 60, 1),
         "peak_mb": figures["peak_mb"],
-        "ingest_minutes_by_source": _ingest_by_source(codecs, factor, real["speedup_1_to_2"],
-                                                      real["ingest_vs_worker_body"]),
+        "ingest_minutes_by_source": _ingest_by_source(codecs, factor, body_share),
     }
-    print(f"  sample: {figures['images']} images, stages {stages}, peak {figures['peak_mb']} MB -> paper size "
-          f"~{result['projected_images']:,} images: {projected} s, total ~{result['projected_total_minutes']} min; "
-          f"ingest minutes by source {result['ingest_minutes_by_source']}", flush=True)
+    print(f"  sample: {n_sample} images, CPU s {figures['cpu_seconds']} (wall {figures['seconds']}), peak "
+          f"{figures['peak_mb']} MB -> paper size ~{n_paper:,} images, idle 2-core seconds {idle_wall}, total "
+          f"~{result['projected_total_minutes']} min; ingest minutes by source {result['ingest_minutes_by_source']}",
+          flush=True)
     return result
 
 
-def _ingest_by_source(codecs: dict[str, Any], factor: float, speedup: float, body_share: float) -> dict[str, float]:
-    """Minutes of a 2-worker ingest per source at paper size (see bench_projection)."""
+def _fixed_cost(small: dict[str, Any], large: dict[str, Any], stage: str, ceiling: float) -> float:
+    """The a of a + b n through the N and 10N builds' CPU seconds of `stage`, kept within [0, ceiling]."""
+    n0, n1 = small["images"], large["images"]
+    t0, t1 = small.get("cpu_seconds", {}).get(stage), large.get("cpu_seconds", {}).get(stage)
+    if t0 is None or t1 is None or n1 <= n0:
+        return 0.0
+    return min(ceiling, max(0.0, (t0 * n1 - t1 * n0) / (n1 - n0)))
+
+
+def _ingest_by_source(codecs: dict[str, Any], factor: float, body_share: float) -> dict[str, float]:
+    """Minutes of a 2-worker ingest per source at paper size on an idle machine (see bench_projection)."""
     minutes: dict[str, float] = {}
     for figures in codecs["codecs"].values():
-        seconds = figures["ms_per_image"]["project"] / 1000 * figures["of"] * factor / speedup / body_share
+        seconds = figures["cpu_ms_per_image"]["project"] / 1000 * figures["of"] * factor / WORKERS / body_share
         minutes[figures["source"]] = minutes.get(figures["source"], 0.0) + seconds / 60
     return {source: round(value, 1) for source, value in sorted(minutes.items())}
 
@@ -512,8 +536,12 @@ def child_build(raw: Path, out: Path, workers: int) -> int:
     if sampler:
         sampler.start()
 
+    cpu: dict[str, float] = {}
+    cpu_mark = [_own_cpu()]
+
     def mark(stage: str, started: float) -> None:
         times[stage] = time.perf_counter() - started
+        cpu[stage], cpu_mark[0] = _own_cpu() - cpu_mark[0], _own_cpu()  # pool workers are reaped by then
         if sampler:
             main, tree = sampler.take_stage_peaks()
             stage_peaks[stage] = {"main_mb": _mb(main, "B"), "tree_mb": _mb(tree, "B")}
@@ -544,6 +572,7 @@ def child_build(raw: Path, out: Path, workers: int) -> int:
         "items": dict(items_report.counts.get("items", {})),
         "check_ok": check.ok,
         "seconds": {k: round(v, 2) for k, v in times.items()},
+        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},  # this process + its reaped pool workers
         "stage_peak_mb": stage_peaks,  # per stage: this process alone, and with its pool workers (RSS sums)
         # ru_maxrss (KiB on Linux) of the largest pool worker: exact, workers are forked from this process
         "maxrss_largest_worker_mb": _mb(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "KiB"),
@@ -924,10 +953,11 @@ def main(argv: list[str] | None = None) -> int:
         results["ingest_real_size"] = bench_ingest_real_size(big, scratch, settings)
         print("[3/7] per codec at the releases' pixel sizes: the full-decode floor against the project", flush=True)
         results["codecs"] = bench_codecs(big, settings)
-        print("[4/7] the paper-size build at real pixel sizes, projected from the release-size replicas", flush=True)
-        results["projection"] = bench_projection(big, scratch, settings, results["codecs"], results["ingest_real_size"])
-        print("[5/7] peak memory of a full build at N and 10N", flush=True)
+        print("[4/7] peak memory of a full build at N and 10N", flush=True)
         results["memory"] = bench_memory(scratch, settings)
+        print("[5/7] the paper-size build at real pixel sizes, projected from the release-size replicas", flush=True)
+        results["projection"] = bench_projection(big, scratch, settings, results["codecs"], results["ingest_real_size"],
+                                                 results["memory"])
         print("[6/7] full-size run" + ("" if args.full else ": skipped (--full)"), flush=True)
         results["full"] = bench_full(scratch, settings) if args.full else {"run": False}
         print("[7/7] embedding throughput", flush=True)

@@ -1,17 +1,14 @@
-"""Copies of a replica tree whose images have the pixel sizes (and codecs) of the real releases.
+"""A copy of a replica tree whose images have the pixel sizes and codecs of the real releases.
 
 The replicas draw images of 130-260 pixels a side so that tests and the demo stay fast; the real releases
 hold 384-3000 pixel images, and VinDr's are JPEG 2000 where the replicas' are mostly uncompressed. Per-image
 costs that do not depend on the size weigh far more against a small image's decode and encode than against
 a real one's, and a decoder that reads only a resolution level gains nothing on an uncompressed file. So
-the benchmark measures on two kinds of copy:
+`release_size_copy` resizes every image to a long side drawn from its release's range (RELEASE_LONG_SIDES) and
+re-encodes VinDr as the release is (JPEG 2000 lossless, a few uncompressed); the other images are written back
+in their own format and transfer syntax where pydicom can encode it (RLE, JPEG 2000), else uncompressed.
 
-- `enlarged_copy`: every image resized by one `factor`, written back in its own format and transfer syntax
-  where pydicom can encode it (RLE, JPEG 2000), else uncompressed.
-- `release_size_copy`: every image resized to a long side drawn from its release's range
-  (RELEASE_LONG_SIDES), and VinDr re-encoded as the release is: JPEG 2000 lossless, a few uncompressed.
-
-Both add faint noise after the bicubic resize, so PNG and JPEG 2000 see texture rather than smooth ramps.
+It adds faint noise after the bicubic resize, so PNG and JPEG 2000 see texture rather than smooth ramps.
 Everything else is copied as it is, including the planted broken files, which keep failing for their own
 reasons. Files are converted by a pool of processes (JPEG 2000 encoding of a 2.5k radiograph takes seconds);
 each file's noise is seeded from its path, so a copy does not depend on the number of processes.
@@ -41,16 +38,13 @@ VINDR_UNCOMPRESSED_SHARE = 0.1  # the rest of VinDr is JPEG 2000 lossless, as in
 
 @dataclass(frozen=True)
 class Plan:
-    """How one copy resizes and encodes: a fixed `factor`, or release sizes times `size_share`."""
+    """How the copy resizes and encodes: the releases' sizes times `size_share`."""
 
-    factor: float | None = None  # None: release sizes
     size_share: float = 1.0
 
     def __call__(self, source: str, width: int, height: int, syntax: UID | None,
                  rng: np.random.Generator) -> tuple[float, UID | None]:
         """(resize factor, transfer syntax to write: None for a picture, or to keep a DICOM's own)."""
-        if self.factor is not None:
-            return self.factor, syntax
         low, high = RELEASE_LONG_SIDES.get(source, (max(width, height),) * 2)
         factor = rng.uniform(low, high) * self.size_share / max(width, height)
         if source == "vindr" and syntax is not None:
@@ -58,17 +52,10 @@ class Plan:
         return factor, syntax
 
 
-def enlarged_copy(raw: Path, out: Path, factor: float, seed: int = 0, processes: int = 1) -> Path:
-    """Copy `raw` to `out` (once: an existing `out` with the same factor is reused), images enlarged."""
-    return _copy(raw, out, Plan(factor=factor), f"{factor} {seed}", seed, processes)
-
-
 def release_size_copy(raw: Path, out: Path, seed: int = 0, size_share: float = 1.0, processes: int = 2) -> Path:
-    """Copy `raw` to `out` with the releases' pixel sizes (times `size_share`) and VinDr as JPEG 2000."""
-    return _copy(raw, out, Plan(size_share=size_share), f"release sizes x{size_share} {seed}", seed, processes)
-
-
-def _copy(raw: Path, out: Path, plan: Plan, stamp_text: str, seed: int, processes: int) -> Path:
+    """Copy `raw` to `out` with the releases' pixel sizes (times `size_share`) and VinDr as JPEG 2000; an
+    existing `out` made with the same settings is reused."""
+    plan, stamp_text = Plan(size_share=size_share), f"release sizes x{size_share} {seed}"
     stamp = out / ".enlarged"
     if stamp.exists() and stamp.read_text() == stamp_text:
         return out

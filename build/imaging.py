@@ -467,7 +467,8 @@ def _read_picture(
                 values = _box_downscale(values, target)
                 return _percentile_window(values, percentile_window), {**header, "window": "percentile"}, source
             gray = image if image.mode == "L" else image.convert("L")
-            return np.asarray(gray), {**header, "window": "none"}, source
+            factor = _box_factor(gray.size, target)  # no window to save, but LANCZOS reads 1/k^2 of the pixels
+            return np.asarray(gray.reduce(factor) if factor > 1 else gray), {**header, "window": "none"}, source
     except UnidentifiedImageError as exc:
         raise ImageError("not a DICOM (no 'DICM' at byte 128) or image file") from exc
     except EOFError as exc:
@@ -670,8 +671,8 @@ def _misnamed(path: Path | bytes, content_format: str) -> list[str]:
 # - Every other syntax (uncompressed, RLE, JPEG-LS, lossless JPEG, deflated, HTJ2K) and PNG/TIFF: no library
 #   here decodes them at a reduced size (RLE and PNG code every pixel in sequence; pydicom's decoders have
 #   no such option), so the frame is decoded in full, then box-averaged by the integer factor that leaves at
-#   least DOWNSCALE_GAP times the output before it is windowed. 8-bit pictures need no window: Pillow's
-#   resize box-reduces them itself (RESIZE_REDUCING_GAP).
+#   least DOWNSCALE_GAP times the output before it is windowed. 8-bit pictures, which need no window, are
+#   box-reduced the same way (Pillow's `reduce`), so that the LANCZOS resize reads a quarter of the pixels.
 # A reduced decode that cannot be trusted (header and codestream disagree, colour, an odd stream) is not
 # attempted: the full decode runs, and pydicom reconciles or reports whatever disagrees.
 
@@ -808,15 +809,19 @@ def _draft_picture(image: Image.Image, target: tuple[int, int] | None) -> None:
         image.draft(image.mode, target)
 
 
+def _box_factor(size: tuple[int, int], target: tuple[int, int] | None) -> int:
+    """The largest integer k that leaves >= DOWNSCALE_GAP x `target` on both sides of `size` (1: none)."""
+    if target is None:
+        return 1
+    return max(1, int(min(size[0] / target[0], size[1] / target[1]) / DOWNSCALE_GAP))
+
+
 def _box_downscale(values: np.ndarray, target: tuple[int, int] | None) -> np.ndarray:
     """Mean over k x k blocks, k the largest integer leaving >= DOWNSCALE_GAP x `target` on both sides.
 
     Integer data is rounded back to its type: half a stored unit, far below what any window resolves.
     """
-    if target is None:
-        return values
-    height, width = values.shape[:2]
-    factor = int(min(width / target[0], height / target[1]) / DOWNSCALE_GAP)
+    factor = _box_factor(values.shape[1::-1], target)
     if factor < 2:
         return values
     planes = [values] if values.ndim == 2 else [values[..., band] for band in range(values.shape[2])]

@@ -1,4 +1,4 @@
-"""The benchmark's enlarged replica copy: images grow by the factor in their own format, nothing else changes."""
+"""The benchmark's release-size replica copy: images grow to each release's sizes, nothing else changes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from PIL import Image
 from pydicom.uid import MRImageStorage, RLELossless
 from tiny_dicoms import write_tiny_dicom
 
-from benchmarks.enlarge import enlarged_copy
+from benchmarks.enlarge import release_size_copy
 from build.imaging import standardize_file
 
 
 def test_images_grow_in_their_own_format_and_the_rest_is_copied(tmp_path: Path) -> None:
-    raw = tmp_path / "raw"
+    raw = tmp_path / "raw" / "rsna"  # RSNA: 384-640 px, its own codecs kept
     write_tiny_dicom(raw / "a.dcm", MRImageStorage, "1.2.3.1", BitsStored=12, HighBit=11)
     rle = pydicom.dcmread(raw / "a.dcm")
     rle.PixelData = np.array([[0, 4095], [2048, 100]], np.uint16).tobytes()
@@ -25,17 +25,17 @@ def test_images_grow_in_their_own_format_and_the_rest_is_copied(tmp_path: Path) 
     (raw / "table.csv").write_text("id,label\n1,x\n")
     (raw / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"junk")
 
-    out = enlarged_copy(raw, tmp_path / "big", factor=3)
+    out = release_size_copy(tmp_path / "raw", tmp_path / "big", size_share=0.1) / "rsna"
 
     big = pydicom.dcmread(out / "rle.dcm")
-    assert (big.Rows, big.Columns, big.file_meta.TransferSyntaxUID) == (6, 6, RLELossless)
+    assert 38 <= big.Rows == big.Columns <= 64 and big.file_meta.TransferSyntaxUID == RLELossless
     assert big.pixel_array.max() <= 4095  # stays within BitsStored
-    assert standardize_file(out / "a.dcm").source_width == 6
-    assert Image.open(out / "b.png").size == (12, 9)
+    assert 38 <= standardize_file(out / "a.dcm").source_width <= 64
+    assert 38 <= max(Image.open(out / "b.png").size) <= 64
     assert (out / "table.csv").read_bytes() == (raw / "table.csv").read_bytes()
     assert (out / "broken.dcm").read_bytes() == (raw / "broken.dcm").read_bytes()
     before = (out / "b.png").stat().st_mtime_ns
-    assert enlarged_copy(raw, tmp_path / "big", factor=3) == out  # reused, not redone
+    assert release_size_copy(tmp_path / "raw", tmp_path / "big", size_share=0.1) == out.parent  # reused
     assert (out / "b.png").stat().st_mtime_ns == before
 
 

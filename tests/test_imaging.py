@@ -582,7 +582,7 @@ def reduced_cases(tmp_path: Path) -> dict[str, tuple[Path, tuple[int, int] | Non
         "JPEG in DICOM": (jpeg_dicom(tmp_path / "jd.dcm", image8), quarter),
         "JPEG file": (save_picture(tmp_path / "p.jpg", image8, quality=90), quarter),
         "RGB JPEG file": (save_picture(tmp_path / "rgb.jpg", image8, "RGB", quality=90), quarter),
-        "PNG 8-bit": (save_picture(tmp_path / "p.png", image8), None),  # no reduced decode, no window
+        "PNG 8-bit": (save_picture(tmp_path / "p.png", image8), half),  # no reduced decode: a box average
         "PNG 16-bit": (save_picture(tmp_path / "p16.png", radiograph(h, w, 16).astype(np.uint16)), half),
     }
 
