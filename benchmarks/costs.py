@@ -11,6 +11,7 @@ Every process-level figure is the median of the repeats; in --quick mode no verd
 from __future__ import annotations
 
 import io
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,10 +31,14 @@ EAGER_IMPORTS = ("import importlib, build.__main__ as m; "
                  "[importlib.import_module(name) for name in m.COMMAND_MODULES]")
 
 
-def _wall(command: list[str]) -> float:
+def _wall(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of `command` (CPU: less sensitive to a busy machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, capture_output=True, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def help_figures(repeats: int) -> dict[str, Any]:
@@ -41,7 +46,10 @@ def help_figures(repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         lazy.append(_wall([sys.executable, "-m", "build", "--help"]))
         eager.append(_wall([sys.executable, "-c", EAGER_IMPORTS]))
-    return {"help_s": round(statistics.median(lazy), 3), "all_command_imports_s": round(statistics.median(eager), 3)}
+    return {"help_s": round(statistics.median(w for w, _ in lazy), 3),
+            "help_cpu_s": round(statistics.median(c for _, c in lazy), 3),
+            "all_command_imports_s": round(statistics.median(w for w, _ in eager), 3),
+            "all_command_imports_cpu_s": round(statistics.median(c for _, c in eager), 3)}
 
 
 def run_speedup(raw: Path, scratch: Path, repeats: int) -> dict[str, Any]:
@@ -78,6 +86,8 @@ def fallback_cost(hub: Path, count: int) -> dict[str, Any]:
     from build.embedders import FallbackEmbedder
 
     blobs = formats.sample_images(hub, count)
+    if not blobs:
+        raise RuntimeError(f"{hub} holds no images")
     embedder = FallbackEmbedder()
     started = time.perf_counter()
     for start in range(0, len(blobs), embedder.batch_size):
@@ -92,15 +102,18 @@ def run(scratch: Path, settings: Any) -> dict[str, Any]:
     print("[+] fixed costs, image formats and evaluation overhead (benchmarks/costs.py)", flush=True)
     quick = settings.quick
     repeats = 1 if quick else 3
-    result: dict[str, Any] = {"help": help_figures(3 if quick else 5)}
-    print(f"  python -m build --help {result['help']['help_s']} s (importing every command module: "
-          f"{result['help']['all_command_imports_s']} s)", flush=True)
+    result: dict[str, Any] = {"help": help_figures(1 if quick else 5)}
+    help_ = result["help"]
+    print(f"  python -m build --help {help_['help_s']} s, CPU {help_['help_cpu_s']} s (importing every command "
+          f"module: {help_['all_command_imports_s']} s, CPU {help_['all_command_imports_cpu_s']} s)", flush=True)
     result["run"] = run_speedup(scratch / f"raw-{settings.scale:g}", scratch, repeats)
     print(f"  build run, 1 -> 2 workers: {result['run']}", flush=True)
-    hub = real_size_hub(scratch / f"raw-{settings.real_scale:g}-x{settings.pixel_factor:g}", scratch)
+    # quick: the last whole-run build stands in (its tiny real-size replicas may yield no items at all)
+    hub = scratch / "run-w1" / "spinebench" if quick else real_size_hub(
+        scratch / f"raw-{settings.real_scale:g}-x{settings.pixel_factor:g}", scratch)
     result["fallback_embedder"] = fallback_cost(hub, 64 if quick else 256)
     print(f"  fallback embedder at real size: {result['fallback_embedder']}", flush=True)
-    result["formats"] = formats.run(hub, 10 if quick else 60, repeats)
+    result["formats"] = formats.run(hub, 3 if quick else 60, 1 if quick else 5)
     formats.print_rows(result["formats"])
     result["eval"] = eval_bench.run(hub, "mini", repeats)
     eval_bench.print_rows(result["eval"], quick)

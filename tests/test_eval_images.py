@@ -29,7 +29,7 @@ def test_models_read_the_rgb_image_of_the_row(hub):
         expected = row["image"].convert("RGB")
         for seen in (doc.images[0], next(iter(doc.images)), list(doc.images)[0], doc.images[:1][0]):
             assert seen.mode == "RGB" and seen.size == expected.size and seen.tobytes() == expected.tobytes()
-        assert doc.images.count(line["image"]["bytes"]) == 1  # what the Doc holds: the PNG bytes only
+        assert [bytes(held) for held in list.__iter__(doc.images)] == [line["image"]["bytes"]]  # PNG bytes only
         assert module.prompt_image(row, "spinebench:mini").images[0].tobytes() == expected.tobytes()
 
 
@@ -58,7 +58,7 @@ def test_scores_are_those_of_the_eager_images(hub, tmp_path, monkeypatch):
 
     # the behaviour before: RGB images decoded up front, kept in the Docs and in their details
     monkeypatch.setattr(item_images, "install", lambda ours: None)
-    monkeypatch.setattr(item_images, "doc_images", lambda value: [_decode(value).convert("RGB")])
+    monkeypatch.setattr(item_images, "doc_images", lambda line: [_decode(line["image"]).convert("RGB")])
     monkeypatch.setattr(DetailsLogger, "log", DetailsLogger.log.__wrapped__)
     eager = run(hub, "random", tmp_path / "eager", tasks=tasks)
     assert all(isinstance(d.doc.images[0], Image.Image) for d in eager.get_details()["spinebench:mini|0"])
