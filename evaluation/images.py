@@ -4,8 +4,8 @@ lighteval makes every Doc of a task before the model runs and keeps them, with t
 Doc holding a decoded RGB image costs ~0.6 MB at the benchmark's 512-pixel size (a real-size mini of 2,758
 items: ~1.7 GB), and lighteval 0.13's `EvaluationTracker.save` then turns every detail's image back into
 PNG (through `asdict` and `Dataset.from_list`) even without `--save-details`: most of a baseline run's time.
-So the loader leaves the image column undecoded and notes, per image sha256, a zero-copy view of its PNG
-bytes in the memory-mapped Arrow table; a Doc's `images` holds that view and decodes a fresh RGB image each
+So the loader leaves the image column undecoded and notes, per item id, a zero-copy view of its PNG bytes
+in the memory-mapped Arrow table; a Doc's `images` holds that view and decodes a fresh RGB image each
 time a model reads it; and the logged details carry the item id in place of the pixels.
 """
 
@@ -26,8 +26,8 @@ from lighteval.tasks.requests import Doc
 from PIL import Image
 
 IMAGE_COLUMN = "image"
-SHA_COLUMN = "image_sha256"
-_stored: dict[str, pa.Buffer] = {}  # image sha256 -> its PNG bytes in a loaded dataset's Arrow memory
+ID_COLUMN = "id"
+_stored: dict[str, pa.Buffer] = {}  # item id -> its PNG bytes in the last loaded dataset's Arrow memory
 
 
 class EncodedImages(list):
@@ -51,34 +51,34 @@ class EncodedImages(list):
 
 
 def _rgb(source: bytes | pa.Buffer | str) -> Image.Image:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+    with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
         return image.convert("RGB")
 
 
 def doc_images(line: dict) -> list:
     """A row's image as `Doc.images`. Encoded ({"bytes", "path"}, as the loader below gives it) stays encoded:
-    the Arrow view the loader noted for its sha256 when there is one (the row's own bytes object is then
-    dropped with the row), else those bytes or the path. An image already decoded by the caller (a row read
+    the Arrow view the loader noted for its id when it holds the same bytes (the row's own bytes object is
+    then dropped with the row), else those bytes or the path. An image already decoded by the caller (a row read
     with the default features) is converted as it is."""
     value = line[IMAGE_COLUMN]
     if isinstance(value, Image.Image):
         return [value.convert("RGB")]
-    stored = _stored.get(line.get(SHA_COLUMN) or "")
-    if stored is None:
-        stored = value["bytes"] if value.get("bytes") is not None else value["path"]
-    return EncodedImages([stored])
+    own = value.get("bytes")
+    if own is None:
+        return EncodedImages([value["path"]])
+    stored = _stored.get(line[ID_COLUMN])
+    same = stored is not None and stored.equals(pa.py_buffer(own))  # a memcmp: never another build's image
+    return EncodedImages([stored if same else own])
 
 
 def _note_stored_images(rows: datasets.Dataset) -> None:
     """Views (no copies) of every image's PNG bytes in `rows`' Arrow table, memory-mapped from its cache file."""
     table = rows.data.table
-    if SHA_COLUMN not in table.column_names:
-        return
-    for shas, images in zip(table.column(SHA_COLUMN).chunks, table.column(IMAGE_COLUMN).chunks):
+    for ids, images in zip(table.column(ID_COLUMN).chunks, table.column(IMAGE_COLUMN).chunks):
         blobs = images.field("bytes")
-        for index, sha in enumerate(shas.to_pylist()):
-            if sha is not None and blobs[index].is_valid:
-                _stored.setdefault(sha, blobs[index].as_buffer())
+        for index, item_id in enumerate(ids.to_pylist()):
+            if blobs[index].is_valid:
+                _stored[item_id] = blobs[index].as_buffer()
 
 
 # lighteval 0.13 offers no hook for either step below, hence wrappers around its loader and its details

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -23,13 +24,17 @@ def test_models_read_the_rgb_image_of_the_row(hub):
     encoded = datasets.load_dataset(str(hub), "mini", split="test").cast_column(
         "image", datasets.Image(decode=False))
     decoded = datasets.load_dataset(str(hub), "mini", split="test")
+    item_images._note_stored_images(encoded.select(range(2)))  # two rows as the loader notes them
+    noted = set(encoded.select(range(2))["id"])
     for line, row in zip(encoded.select(range(4)), decoded.select(range(4))):
         doc = module.prompt_image(line, "spinebench:mini")
         assert isinstance(doc.images, item_images.EncodedImages) and len(doc.images) == 1
         expected = row["image"].convert("RGB")
         for seen in (doc.images[0], next(iter(doc.images)), list(doc.images)[0], doc.images[:1][0]):
             assert seen.mode == "RGB" and seen.size == expected.size and seen.tobytes() == expected.tobytes()
-        assert [bytes(held) for held in list.__iter__(doc.images)] == [line["image"]["bytes"]]  # PNG bytes only
+        (held,) = list.__iter__(doc.images)  # what the Doc keeps: the PNG bytes, as an Arrow view when noted
+        assert bytes(held) == line["image"]["bytes"]
+        assert isinstance(held, pa.Buffer) == (line["id"] in noted)
         assert module.prompt_image(row, "spinebench:mini").images[0].tobytes() == expected.tobytes()
 
 
