@@ -11,6 +11,7 @@ Every process-level figure is the median of the repeats; in --quick mode no verd
 from __future__ import annotations
 
 import io
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,10 +31,14 @@ EAGER_IMPORTS = ("import importlib, build.__main__ as m; "
                  "[importlib.import_module(name) for name in m.COMMAND_MODULES]")
 
 
-def _wall(command: list[str]) -> float:
+def _wall(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of `command` (CPU: less sensitive to a busy machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, capture_output=True, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def help_figures(repeats: int) -> dict[str, Any]:
@@ -41,14 +46,18 @@ def help_figures(repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         lazy.append(_wall([sys.executable, "-m", "build", "--help"]))
         eager.append(_wall([sys.executable, "-c", EAGER_IMPORTS]))
-    return {"help_s": round(statistics.median(lazy), 3), "all_command_imports_s": round(statistics.median(eager), 3)}
+    return {"help_s": round(statistics.median(w for w, _ in lazy), 3),
+            "help_cpu_s": round(statistics.median(c for _, c in lazy), 3),
+            "all_command_imports_s": round(statistics.median(w for w, _ in eager), 3),
+            "all_command_imports_cpu_s": round(statistics.median(c for _, c in eager), 3)}
 
 
-def run_speedup(raw: Path, scratch: Path, repeats: int) -> dict[str, Any]:
-    """`python -m build run` from scratch with 1 and with 2 workers, in turn; the ratio of each pair."""
-    walls: dict[int, list[float]] = {1: [], 2: []}
+def run_speedup(raw: Path, scratch: Path, repeats: int, workers_: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """`python -m build run` from scratch with 1 and with 2 workers, in turn; the ratio of each pair.
+    (`workers_=(1,)`: one build only, for --quick, where the ratio would mean nothing anyway.)"""
+    walls: dict[int, list[float]] = {workers: [] for workers in workers_}
     for repeat in range(repeats):
-        for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
+        for workers in workers_ if repeat % 2 == 0 else workers_[::-1]:
             out = scratch / f"run-w{workers}"
             shutil.rmtree(out, ignore_errors=True)
             command = [sys.executable, "-m", "build", "run", "--raw", str(raw), "--out", str(out),
@@ -56,9 +65,10 @@ def run_speedup(raw: Path, scratch: Path, repeats: int) -> dict[str, Any]:
             started = time.perf_counter()
             subprocess.run(command, cwd=ROOT, capture_output=True, check=False)  # 3: planted bad files
             walls[workers].append(time.perf_counter() - started)
-    ratios = [one / two for one, two in zip(walls[1], walls[2])]
+    ratios = [one / two for one, two in zip(walls[1], walls.get(2, []))]
     return {"wall_s": {str(w): round(statistics.median(v), 2) for w, v in walls.items()},
-            "per_repeat": [round(r, 3) for r in ratios], "run_speedup_1_to_2": round(statistics.median(ratios), 3)}
+            "per_repeat": [round(r, 3) for r in ratios],
+            "run_speedup_1_to_2": round(statistics.median(ratios), 3) if ratios else None}
 
 
 def real_size_hub(raw: Path, scratch: Path) -> Path:
@@ -78,6 +88,8 @@ def fallback_cost(hub: Path, count: int) -> dict[str, Any]:
     from build.embedders import FallbackEmbedder
 
     blobs = formats.sample_images(hub, count)
+    if not blobs:
+        raise RuntimeError(f"{hub} holds no images")
     embedder = FallbackEmbedder()
     started = time.perf_counter()
     for start in range(0, len(blobs), embedder.batch_size):
@@ -92,17 +104,20 @@ def run(scratch: Path, settings: Any) -> dict[str, Any]:
     print("[+] fixed costs, image formats and evaluation overhead (benchmarks/costs.py)", flush=True)
     quick = settings.quick
     repeats = 1 if quick else 3
-    result: dict[str, Any] = {"help": help_figures(3 if quick else 5)}
-    print(f"  python -m build --help {result['help']['help_s']} s (importing every command module: "
-          f"{result['help']['all_command_imports_s']} s)", flush=True)
-    result["run"] = run_speedup(scratch / f"raw-{settings.scale:g}", scratch, repeats)
+    result: dict[str, Any] = {"help": help_figures(1 if quick else 5)}
+    help_ = result["help"]
+    print(f"  python -m build --help {help_['help_s']} s, CPU {help_['help_cpu_s']} s (importing every command "
+          f"module: {help_['all_command_imports_s']} s, CPU {help_['all_command_imports_cpu_s']} s)", flush=True)
+    result["run"] = run_speedup(scratch / f"raw-{settings.scale:g}", scratch, repeats, (1,) if quick else (1, 2))
     print(f"  build run, 1 -> 2 workers: {result['run']}", flush=True)
-    hub = real_size_hub(scratch / f"raw-{settings.real_scale:g}-x{settings.pixel_factor:g}", scratch)
+    # quick: the 1-worker build stands in (tiny real-size replicas may yield no items at all)
+    hub = scratch / "run-w1" / "spinebench" if quick else real_size_hub(
+        scratch / f"raw-{settings.real_scale:g}-x{settings.pixel_factor:g}", scratch)
     result["fallback_embedder"] = fallback_cost(hub, 64 if quick else 256)
     print(f"  fallback embedder at real size: {result['fallback_embedder']}", flush=True)
-    result["formats"] = formats.run(hub, 10 if quick else 60, repeats)
+    result["formats"] = formats.run(hub, 3 if quick else 60, 1 if quick else 5)
     formats.print_rows(result["formats"])
-    result["eval"] = eval_bench.run(hub, "mini", repeats)
+    result["eval"] = eval_bench.run(hub, "mini", repeats, ("encoded",) if quick else eval_bench.MODES)
     eval_bench.print_rows(result["eval"], quick)
     result["targets"] = verdicts(result) + eval_bench.verdicts(result["eval"])
     for row in verdicts(result):
@@ -112,8 +127,9 @@ def run(scratch: Path, settings: Any) -> dict[str, Any]:
 
 
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = [("help_s", result["help"]["help_s"], "<", TARGETS["help_s"]),
-            ("run_speedup_1_to_2", result["run"]["run_speedup_1_to_2"], ">=", TARGETS["run_speedup_1_to_2"])]
+    rows = [("help_s", result["help"]["help_s"], "<", TARGETS["help_s"])]
+    if result["run"]["run_speedup_1_to_2"] is not None:
+        rows.append(("run_speedup_1_to_2", result["run"]["run_speedup_1_to_2"], ">=", TARGETS["run_speedup_1_to_2"]))
     return [{"name": name, "value": value, "target": f"{op} {target}",
              "met": value < target if op == "<" else value >= target} for name, value, op, target in rows]
 

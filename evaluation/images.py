@@ -4,8 +4,9 @@ lighteval makes every Doc of a task before the model runs and keeps them, with t
 Doc holding a decoded RGB image costs ~0.6 MB at the benchmark's 512-pixel size (a real-size mini of 2,758
 items: ~1.7 GB), and lighteval 0.13's `EvaluationTracker.save` then turns every detail's image back into
 PNG (through `asdict` and `Dataset.from_list`) even without `--save-details`: most of a baseline run's time.
-So the loader hands the prompt functions the stored PNG bytes, a Doc's `images` decodes a fresh RGB image
-each time a model reads it, and the logged details carry the item id in place of the pixels.
+So the loader leaves the image column undecoded and notes, per item id, a zero-copy view of its PNG bytes
+in the memory-mapped Arrow table; a Doc's `images` holds that view and decodes a fresh RGB image each
+time a model reads it; and the logged details carry the item id in place of the pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import datasets
+import pyarrow as pa
 from datasets import DatasetDict
 from lighteval.logging.info_loggers import DetailsLogger
 from lighteval.tasks.lighteval_task import LightevalTask
@@ -24,6 +26,8 @@ from lighteval.tasks.requests import Doc
 from PIL import Image
 
 IMAGE_COLUMN = "image"
+ID_COLUMN = "id"
+_stored: dict[str, pa.Buffer] = {}  # item id -> its PNG bytes in the last loaded dataset's Arrow memory
 
 
 class EncodedImages(list):
@@ -46,17 +50,35 @@ class EncodedImages(list):
         return f"EncodedImages({len(self)} images)"
 
 
-def _rgb(source: bytes | str) -> Image.Image:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+def _rgb(source: bytes | pa.Buffer | str) -> Image.Image:
+    with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
         return image.convert("RGB")
 
 
-def doc_images(value: Any) -> list:
-    """A row's image as `Doc.images`: encoded ({"bytes", "path"}, as the loader below gives it) stays encoded;
-    an image already decoded by the caller (a row read with the default features) is converted as it is."""
+def doc_images(line: dict) -> list:
+    """A row's image as `Doc.images`. Encoded ({"bytes", "path"}, as the loader below gives it) stays encoded:
+    the Arrow view the loader noted for its id when it holds the same bytes (the row's own bytes object is
+    then dropped with the row), else those bytes or the path. An image already decoded by the caller (a row read
+    with the default features) is converted as it is."""
+    value = line[IMAGE_COLUMN]
     if isinstance(value, Image.Image):
         return [value.convert("RGB")]
-    return EncodedImages([value["bytes"] if value.get("bytes") is not None else value["path"]])
+    own = value.get("bytes")
+    if own is None:
+        return EncodedImages([value["path"]])
+    stored = _stored.get(line[ID_COLUMN])
+    same = stored is not None and stored.equals(pa.py_buffer(own))  # a memcmp: never another build's image
+    return EncodedImages([stored if same else own])
+
+
+def _note_stored_images(rows: datasets.Dataset) -> None:
+    """Views (no copies) of every image's PNG bytes in `rows`' Arrow table, memory-mapped from its cache file."""
+    table = rows.data.table
+    for ids, images in zip(table.column(ID_COLUMN).chunks, table.column(IMAGE_COLUMN).chunks):
+        blobs = images.field("bytes")
+        for index, item_id in enumerate(ids.to_pylist()):
+            if blobs[index].is_valid:
+                _stored[item_id] = blobs[index].as_buffer()
 
 
 # lighteval 0.13 offers no hook for either step below, hence wrappers around its loader and its details
@@ -72,8 +94,12 @@ def encoded_image_loader(download: Callable[[LightevalTask], DatasetDict], ours:
         dataset = download(task)
         if not ours(task.name):
             return dataset
-        return DatasetDict({split: rows.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
-                            if IMAGE_COLUMN in rows.column_names else rows for split, rows in dataset.items()})
+        encoded = DatasetDict({split: rows.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
+                               if IMAGE_COLUMN in rows.column_names else rows for split, rows in dataset.items()})
+        for rows in encoded.values():
+            if IMAGE_COLUMN in rows.column_names:
+                _note_stored_images(rows)
+        return encoded
 
     download_dataset_worker.spinebench_encoded_images = True
     return staticmethod(download_dataset_worker)

@@ -102,7 +102,7 @@ def _doc(line: dict, task_name: str, text_only: bool, prompt: str = DEFAULT_PROM
         query=build_prompt(line, text_only=text_only, prompt=prompt),
         choices=list(LETTERS[: len(line["options"])]),
         gold_index=[LETTERS.index(letter) for letter in line["answer"]],  # a list for both tasks: one schema
-        images=[] if text_only else item_images.doc_images(line["image"]),
+        images=[] if text_only else item_images.doc_images(line),
         specific=specific,
     )
 

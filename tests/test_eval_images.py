@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -23,13 +24,17 @@ def test_models_read_the_rgb_image_of_the_row(hub):
     encoded = datasets.load_dataset(str(hub), "mini", split="test").cast_column(
         "image", datasets.Image(decode=False))
     decoded = datasets.load_dataset(str(hub), "mini", split="test")
+    item_images._note_stored_images(encoded.select(range(2)))  # two rows as the loader notes them
+    noted = set(encoded.select(range(2))["id"])
     for line, row in zip(encoded.select(range(4)), decoded.select(range(4))):
         doc = module.prompt_image(line, "spinebench:mini")
         assert isinstance(doc.images, item_images.EncodedImages) and len(doc.images) == 1
         expected = row["image"].convert("RGB")
         for seen in (doc.images[0], next(iter(doc.images)), list(doc.images)[0], doc.images[:1][0]):
             assert seen.mode == "RGB" and seen.size == expected.size and seen.tobytes() == expected.tobytes()
-        assert doc.images.count(line["image"]["bytes"]) == 1  # what the Doc holds: the PNG bytes only
+        (held,) = list.__iter__(doc.images)  # what the Doc keeps: the PNG bytes, as an Arrow view when noted
+        assert bytes(held) == line["image"]["bytes"]
+        assert isinstance(held, pa.Buffer) == (line["id"] in noted)
         assert module.prompt_image(row, "spinebench:mini").images[0].tobytes() == expected.tobytes()
 
 
@@ -58,7 +63,7 @@ def test_scores_are_those_of_the_eager_images(hub, tmp_path, monkeypatch):
 
     # the behaviour before: RGB images decoded up front, kept in the Docs and in their details
     monkeypatch.setattr(item_images, "install", lambda ours: None)
-    monkeypatch.setattr(item_images, "doc_images", lambda value: [_decode(value).convert("RGB")])
+    monkeypatch.setattr(item_images, "doc_images", lambda line: [_decode(line["image"]).convert("RGB")])
     monkeypatch.setattr(DetailsLogger, "log", DetailsLogger.log.__wrapped__)
     eager = run(hub, "random", tmp_path / "eager", tasks=tasks)
     assert all(isinstance(d.doc.images[0], Image.Image) for d in eager.get_details()["spinebench:mini|0"])
