@@ -231,9 +231,11 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
-                header_facts: Callable[[Dataset], dict[str, Any]] | None, notes: list[str]
+                header_facts: Callable[[Dataset], dict[str, Any]] | None = None, notes: list[str] | None = None
                 ) -> tuple[np.ndarray, Header, dict[str, Any]]:
-    """Decode one frame and window it to uint8 as the file asks (see the module docstring)."""
+    """Decode one frame and window it to uint8 as the file asks (see the module docstring); warnings
+    about odd but usable files are appended to `notes`."""
+    notes = [] if notes is None else notes
     ds = _dcmread(path)
     syntax = _check_pixel_data(ds, frame, path, notes)
     try:
@@ -412,9 +414,11 @@ def _clean_header_value(keyword: str, value: object) -> str | int | float | None
 
 
 def _read_picture(
-    path: Path, frame: int, percentile_window: tuple[float, float], notes: list[str]
+    path: Path, frame: int, percentile_window: tuple[float, float], notes: list[str] | None = None
 ) -> tuple[np.ndarray, Header]:
-    """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window."""
+    """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window; warnings about
+    odd but usable files are appended to `notes`."""
+    notes = [] if notes is None else notes
     try:
         with Image.open(path) as image:
             size = image.width * image.height
