@@ -94,7 +94,7 @@ DERIVED_HEADER_KEYS: tuple[str, ...] = ("format", "mode", "TransferSyntax", "win
                                         "invalid_fields")
 # What each whitelisted field may hold to leave the file (PS3.3 defined terms; anything else is dropped).
 MODALITIES = frozenset({
-    "CR", "CT", "DX", "MR", "MG", "IO", "PX", "RF", "RG", "XA", "US", "NM", "PT", "OT", "SC", "DG", "ES",
+    "CR", "CT", "DX", "MR", "MG", "IO", "PX", "RF", "RG", "XA", "US", "NM", "PT", "OT", "DG", "ES",
     "XC", "OP", "SM", "MS",
 })
 PHOTOMETRIC_INTERPRETATIONS = frozenset({
