@@ -101,7 +101,7 @@ DERIVED_HEADER_KEYS: tuple[str, ...] = ("format", "mode", "TransferSyntax", "win
                                         "invalid_fields")
 # What each whitelisted field may hold to leave the file (PS3.3 defined terms; anything else is dropped).
 MODALITIES = frozenset({
-    "CR", "CT", "DX", "MR", "MG", "IO", "PX", "RF", "RG", "XA", "US", "NM", "PT", "OT", "SC", "DG", "ES",
+    "CR", "CT", "DX", "MR", "MG", "IO", "PX", "RF", "RG", "XA", "US", "NM", "PT", "OT", "DG", "ES",
     "XC", "OP", "SM", "MS",
 })
 PHOTOMETRIC_INTERPRETATIONS = frozenset({
@@ -250,13 +250,15 @@ def _opened(path: Path | bytes) -> BinaryIO:
 
 
 def _read_dicom(path: Path, frame: int, percentile_window: tuple[float, float],
-                header_facts: Callable[[Dataset], dict[str, Any]] | None, notes: list[str],
+                header_facts: Callable[[Dataset], dict[str, Any]] | None = None, notes: list[str] | None = None,
                 max_side: int | None = None) -> tuple[np.ndarray, Header, dict[str, Any], Source]:
-    """Decode one frame and window it to uint8 as the file asks (see the module docstring).
+    """Decode one frame and window it to uint8 as the file asks (see the module docstring); warnings
+    about odd but usable files are appended to `notes`.
 
     With `max_side`, the frame is decoded only as finely as an output of that long side needs (see
     `_decode_stored`); None decodes every pixel. Also returns the full frame's `Source`.
     """
+    notes = [] if notes is None else notes
     ds = _dcmread(path)
     syntax = _check_pixel_data(ds, frame, path, notes)
     size = (int(ds.Columns), int(ds.Rows))
@@ -436,15 +438,17 @@ def _clean_header_value(keyword: str, value: object) -> str | int | float | None
 
 
 def _read_picture(
-    path: Path | bytes, frame: int, percentile_window: tuple[float, float], notes: list[str],
+    path: Path | bytes, frame: int, percentile_window: tuple[float, float], notes: list[str] | None = None,
     max_side: int | None = None,
 ) -> tuple[np.ndarray, Header, Source]:
-    """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window.
+    """Decode with Pillow; 8-bit modes convert to L, deeper ones get the percentile window; warnings about
+    odd but usable files are appended to `notes`.
 
     With `max_side`, decoded only as finely as an output of that long side needs (`_draft_picture`, and
     `_box_downscale` before a window).
     Also returns the full image's `Source`.
     """
+    notes = [] if notes is None else notes
     try:
         with Image.open(_opened(path) if isinstance(path, bytes) else path) as image:
             size = image.width * image.height
