@@ -209,9 +209,10 @@ def ingest_jobs(raw: Path) -> tuple[list, dict]:
 
     profile = config.profile("paper")
     report = StageReport("bench")
-    labelled = ingest.label_records(ingest.read_sources(raw, ingest.SOURCES, report),
-                                    LabelMap.from_config(profile), report)
-    jobs = [ingest.Job(r.image_id, r.source, raw / r.source / r.path, r.path, r.frame) for r, _ in labelled]
+    releases = ingest.find_sources(raw, ingest.SOURCES, report)  # the replicas' default layouts: on disk
+    labelled = ingest.label_records(ingest.read_sources(releases, report), LabelMap.from_config(profile), report,
+                                    releases)
+    jobs = [ingest.Job(r.image_id, r.source, releases[r.source], r.path, r.frame) for r, _ in labelled]
     return jobs, profile
 
 
