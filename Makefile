@@ -27,7 +27,7 @@ demo: venv
 	SPINEBENCH_REPO=$(abspath $(OUT)/spinebench) $(VENV)/bin/lighteval custom random evaluation/baselines.py \
 	  "spinebench:mini|0,spinebench:mini_circular|0" --custom-tasks evaluation/spinebench_tasks.py \
 	  --output-dir $(OUT)/eval --save-details > $(OUT)/eval.log 2>&1 || (tail -30 $(OUT)/eval.log; false)
-	$(PY) -m evaluation report $(OUT)/eval --out $(OUT)/report
+	$(PY) -m evaluation report $(OUT)/eval --out $(OUT)/report --dataset $(OUT)/spinebench   # with the build's audit rows
 
 $(BROWSER):
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver

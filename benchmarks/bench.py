@@ -232,9 +232,9 @@ def floor_loop(jobs: list, max_side: int, window: tuple[float, float], reduced: 
         try:
             decode_for = max_side if reduced else None
             if imaging._is_dicom(job.path):
-                pixels, _, _, source = imaging._read_dicom(job.path, job.frame, window, None, decode_for)
+                pixels, _, _, source = imaging._read_dicom(job.path, job.frame, window, None, [], decode_for)
             else:
-                pixels, _, source = imaging._read_picture(job.path, job.frame, window, decode_for)
+                pixels, _, source = imaging._read_picture(job.path, job.frame, window, [], decode_for)
         except imaging.ImageError:
             continue
         pixels, box = imaging._full_frame_box(pixels, source)
@@ -879,6 +879,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--real-scale", type=float, help="replica scale of the figures at the releases' pixel sizes")
     p.add_argument("--size-share", type=float, help="their images at this share of the releases' pixel sizes "
                    "(default 1: the real sizes)")
+    p.add_argument("--real-repeats", type=int, help="timed repeats at the releases' pixel sizes (default 3)")
     p.add_argument("--quiet-wait", type=float, help="at most this many seconds of waiting for a quiet machine before "
                    "each timed case (default 20; a machine that is never quiet wastes them all)")
     p.add_argument("--codec-files", type=int, help="at most this many files per codec in the full-decode floor pair")
@@ -898,7 +899,8 @@ def main(argv: list[str] | None = None) -> int:
     base = QUICK if args.quick else DEFAULT
     overrides = {"scale": args.scale, "mem_scale": args.mem_scale, "repeats": args.repeats,
                  "embed_images": args.embed_images, "full_scale": args.full_scale, "real_scale": args.real_scale,
-                 "size_share": args.size_share, "codec_files": args.codec_files, "quiet_wait": args.quiet_wait}
+                 "size_share": args.size_share, "codec_files": args.codec_files, "quiet_wait": args.quiet_wait,
+                 "real_repeats": args.real_repeats}
     settings = Settings(**{**asdict(base), **{k: v for k, v in overrides.items() if v is not None}})
     scratch = args.work or Path(tempfile.mkdtemp(prefix="spinebench-bench."))
     scratch.mkdir(parents=True, exist_ok=True)
@@ -922,6 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         results["full"] = bench_full(scratch, settings) if args.full else {"run": False}
         print("[7/7] embedding throughput", flush=True)
         results["embedding"] = bench_embedding(scratch / f"ingest-w{WORKERS}", scratch, settings)
+        results["costs"] = __import__("benchmarks.costs").costs.run(scratch, settings)  # prints its own rows
     finally:
         if args.work is None:
             shutil.rmtree(scratch, ignore_errors=True)

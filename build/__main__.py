@@ -23,14 +23,15 @@ COMMAND_MODULES = (
 )
 
 
-def parser() -> argparse.ArgumentParser:
-    top = command_parser("python -m build", __doc__, COMMAND_MODULES)
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    top = command_parser("python -m build", __doc__, COMMAND_MODULES, argv)
     top.add_argument("-v", "--verbose", action="store_true", help="log every warning as it happens")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR,
                         format="%(levelname)s %(message)s")
     try:

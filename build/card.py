@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from build import config, distractors
+from build import audit, config, distractors
 from spinebench import DISEASES, ROOT, TASKS
 
-PLACEHOLDERS = ("counts", "prompt", "figures", "sources", "settings")
+PLACEHOLDERS = ("headline", "audit", "counts", "prompt", "figures", "sources", "settings")
 
 
 def render(qa: list[dict], build_info: dict[str, Any], figures: list[str]) -> str:
     text = (ROOT / "dataset_card.md").read_text(encoding="utf-8")
-    parts = {"counts": counts(qa), "prompt": prompt(qa), "figures": figure_links(figures),
+    parts = {"headline": headline(build_info), "audit": audit_section(build_info), "counts": counts(qa),
+             "prompt": prompt(qa), "figures": figure_links(figures),
              "sources": sources(build_info) + completeness(build_info), "settings": settings(qa, build_info)}
     for name in PLACEHOLDERS:
         text = text.replace("{{" + name + "}}", parts[name])
@@ -24,6 +25,22 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def headline(build_info: dict[str, Any]) -> str:
+    """The card's first sentence: what this build is, and how much of it a model gets without the image."""
+    items = build_info["items"]
+    fallback = items["embedder"].startswith("fallback")
+    text = (f"This build: profile `{build_info['profile']}`, hard negatives from `{items['embedder']}`"
+            + (" (the weight-free stand-in, not SigLIP2: the options are not the paper's hard negatives)"
+               if fallback else "") + "; ")
+    found = items.get("audit")
+    return text + (audit.headline_text(found) + "." if found else "the validity audit was not run.")
+
+
+def audit_section(build_info: dict[str, Any]) -> str:
+    found = build_info["items"].get("audit")
+    return audit.markdown(found) if found else "Not measured for this build (built before the audit existed)."
 
 
 def counts(qa: list[dict]) -> str:
@@ -102,6 +119,12 @@ def settings(qa: list[dict], build_info: dict[str, Any]) -> str:
         ["similarity aggregate", f"{items['similarity']} over up to {items['library_per_disease']} images"],
         ["never offer a disease present in the image", items["exclude_present"]],
         ["prefer same modality and region", items["modality_aware"]],
+        ["multi-lesion rule", items.get("labels", {}).get("multi_lesion", "priority")],
+        ["option sets", items.get("option_sets", "nearest")
+         + (f" (among the {items['candidates']} nearest)" if items.get("option_sets") == "balanced" else "")],
+        ["answer cap per source and view (x the median answer)", items.get("class_cap") or "none"],
+        ["mean similarity rank of the distractors (1 = nearest)",
+         (items.get("audit") or {}).get("mean_distractor_similarity_rank", "-")],
         ["SDD items with an option that modality alone rules out", f"{ruled} of {len(sdd)}"],
         ["SDD items offering a disease the image also shows", f"{present} of {len(sdd)}"],
         ["review state", ", ".join(f"{k}: {v}" for k, v in sorted(review.items()))

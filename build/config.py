@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 from build.errors import BuildError
-from spinebench import CONFIGS_DIR, LEVELS, MODALITIES
+from spinebench import CONFIGS_DIR, MODALITIES
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Text = Annotated[str, Field(min_length=1)]
@@ -68,8 +68,16 @@ class Imaging(Strict):
         return window
 
 
+RSNA_VIEWS = Literal["Sagittal T1", "Sagittal T2/STIR", "Axial T2"]
+ITEM_FIELDS = Literal["disease", "source", "view", "modality", "region", "levels"]  # what mini may balance over
+Share = Annotated[float, Field(gt=0, le=1)]
+
+
 class LabelPolicy(Strict):
     rsna_grades: Annotated[list[Literal["Normal/Mild", "Moderate", "Severe", None]], Field(min_length=1)]
+    multi_lesion: Literal["priority", "most_boxes", "per_lesion"] = "priority"  # build/labels.py
+    rsna_normal_as_healthy: bool = False
+    rsna_study_grades_on: list[RSNA_VIEWS] = []
 
 
 class ItemSettings(Strict):
@@ -77,11 +85,20 @@ class ItemSettings(Strict):
     similarity: Literal["mean", "max"]
     exclude_present: bool
     modality_aware: bool
+    option_sets: Literal["nearest", "balanced"] = "nearest"  # build/distractors.py
+    candidates: PositiveInt = 6
+    diagnosis_single_lesion: bool = False
+    class_cap: Annotated[float, Field(gt=0)] | None = None
+    diagnosis_skips_views: dict[Literal["buu", "csxa", "rsna", "vindr"], list[Text]] = {}
 
 
 class Mini(Strict):
     diagnosis: Annotated[int, Field(ge=0)]
     localization: Annotated[int, Field(ge=0)]
+    balance_diagnosis: Annotated[list[ITEM_FIELDS], Field(min_length=1)] = ["disease"]
+    balance_localization: Annotated[list[ITEM_FIELDS], Field(min_length=1)] = ["disease"]
+    max_share_diagnosis: Share | None = None
+    max_share_localization: Share | None = None
 
 
 class Profile(Strict):
@@ -216,8 +233,7 @@ def check(model: type[BaseModel], data: Any, where: Path | str) -> None:
 
 def describe(model: type[BaseModel], problem: dict[str, Any]) -> str:
     """One pydantic error as `key.path: message`, with the allowed keys when a key is unknown."""
-    loc = [str(part) for part in problem["loc"] if part not in ("root",) and not str(part).startswith(
-        ("literal[", "function-", "nullable[", "union[", "tagged-union["))]
+    loc = [str(part) for part in problem["loc"]]
     key = ".".join(loc) or "(the whole file)"
     if problem["type"] == "extra_forbidden":
         allowed = fields_at(model, loc[:-1])

@@ -5,12 +5,20 @@ image to every library image, aggregated per disease (mean or max), and the most
 the truth become the distractors; Healthy is always an option. The `clinical` profile also never offers a
 disease the image shows elsewhere (`present`) and prefers diseases seen in the same modality and region, so
 an option cannot be ruled out without looking at the lesion.
+
+The paper's rule gives nearly the same options to every image of a class, so the option set tells the gold
+(build/audit.py measures it). With `option_sets: balanced` the distractors are instead chosen among the
+image's `candidates` nearest diseases so that each option set is used with each of its members as the gold
+as evenly as the data allow (a greedy balancer, like the one that balances gold letters): still hard
+negatives, but no longer a fingerprint of the truth.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 
@@ -93,10 +101,21 @@ class Context:
         return region == "unknown" or not regions or region in regions or "unknown" in regions
 
 
+def wanted(truth: str) -> int:
+    """Distractors per SDD item: five options with the truth and Healthy."""
+    return 4 if truth == HEALTHY else 3
+
+
 def choose(truth: str, present: Sequence[str], scores: np.ndarray, modality: str, region: str,
            context: Context, exclude_present: bool, modality_aware: bool) -> list[str]:
     """The distractor diseases for one SDD item (3, or 4 when the truth is Healthy), best first."""
-    wanted = 4 if truth == HEALTHY else 3
+    return ranked(truth, present, scores, modality, region, context, exclude_present, modality_aware)[:wanted(truth)]
+
+
+def ranked(truth: str, present: Sequence[str], scores: np.ndarray, modality: str, region: str,
+           context: Context, exclude_present: bool, modality_aware: bool) -> list[str]:
+    """Every possible distractor, best first: compatible before ruled-out (when modality-aware), then by
+    similarity, diseases without a library last."""
     candidates = [d for d in DISEASES if d not in (truth, HEALTHY) and not (exclude_present and d in present)]
 
     def rank(disease: str) -> tuple:
@@ -104,4 +123,44 @@ def choose(truth: str, present: Sequence[str], scores: np.ndarray, modality: str
         incompatible = modality_aware and not context.compatible(disease, modality, region)
         return (incompatible, np.isnan(score), -np.nan_to_num(score, nan=0.0), DISEASES.index(disease))
 
-    return sorted(candidates, key=rank)[:wanted]
+    return sorted(candidates, key=rank)
+
+
+def similarity_ranks(truth: str, chosen: Sequence[str], scores: np.ndarray) -> list[int]:
+    """Rank (1 = most similar) of each chosen distractor among all diseases but the truth and Healthy, by
+    similarity alone: how hard the offered negatives are."""
+    others = [d for d in DISEASES if d not in (truth, HEALTHY)]
+    order = sorted(others, key=lambda d: (-np.nan_to_num(scores[DISEASES.index(d)], nan=-np.inf),
+                                          DISEASES.index(d)))
+    return [order.index(d) + 1 for d in chosen]
+
+
+@dataclass
+class SetBalancer:
+    """Chooses, among the option sets an image's nearest `candidates` allow, the one whose members have been
+    its gold most evenly so far (ties: the nearest distractors), and remembers the choice.
+
+    The diseases of the image's own source (`own`: what its images can be labelled) come first: offered
+    all when they fit, so a set never tells the gold by which of its family's diseases it leaves out.
+    """
+
+    candidates: int
+    gold: defaultdict[frozenset, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def choose(self, truth: str, ranked_distractors: Sequence[str], own: frozenset[str] = frozenset()
+               ) -> list[str]:
+        need = wanted(truth)
+        family = [d for d in ranked_distractors if d in own]
+        fixed = family if len(family) < need else []
+        rest = [d for d in ranked_distractors if d not in fixed and (fixed or len(family) < need or d in own)]
+        pool = rest[: max(need - len(fixed), self.candidates)]
+        best, best_cost = None, None
+        for combo in combinations(range(len(pool)), need - len(fixed)):  # nearest combinations first
+            members = frozenset([truth, HEALTHY, *fixed, *(pool[i] for i in combo)])
+            seen = self.gold[members]
+            cost = (seen[truth] - min(seen[m] for m in members), sum(combo))
+            if best_cost is None or cost < best_cost:
+                best, best_cost = combo, cost
+        chosen = [*fixed, *(pool[i] for i in best)]
+        self.gold[frozenset([truth, HEALTHY, *chosen])][truth] += 1
+        return chosen

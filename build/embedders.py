@@ -8,7 +8,8 @@ bit-identical everywhere; any other spec is a SigLIP2 checkpoint (Hub id or loca
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from tqdm import tqdm
 
 from build import artifacts
 
@@ -23,10 +25,12 @@ ImageSource = Callable[[], Image.Image] | bytes  # a loader, or encoded image by
 
 
 class Embedder(Protocol):
-    """Maps images to L2-normalised float32 rows; `name` identifies the vectors (a cache key)."""
+    """Maps images to L2-normalised float32 rows; `name` identifies the vectors (a cache key); `batch_size`
+    images are decoded and embedded at a time."""
 
     name: str
     dim: int
+    batch_size: int
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
@@ -132,6 +136,7 @@ class FallbackEmbedder:
 
     name = "fallback-v1"
     dim = _THUMB * _THUMB + _BINS * _CELLS
+    batch_size = 32  # images decoded at a time: the numpy pass below is cheap per image at any batch
     chunk = 256  # images per numpy pass: bounds the int64 working arrays (~50 MB)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -155,12 +160,12 @@ class Siglip2Embedder:
     stored as plain SigLIP (`SiglipModel`), and both return pooled image features from `get_image_features`.
     """
 
-    def __init__(self, model: str, batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(self, model: str, batch_size: int | None = None, device: str = "cpu") -> None:
         import torch  # heavy imports only when a real model is asked for
         from transformers import AutoImageProcessor, AutoModel
 
         self._torch = torch
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(device)
         self.device = device
         self.processor = AutoImageProcessor.from_pretrained(model)
         self.model = AutoModel.from_pretrained(model).to(device).eval()
@@ -183,11 +188,44 @@ class Siglip2Embedder:
         return features.cpu().numpy()
 
 
-def make_embedder(spec: str, batch_size: int = 32, device: str = "cpu") -> Embedder:
-    """`fallback` -> FallbackEmbedder; anything else is a SigLIP2 Hub id or local checkpoint path."""
+# Images per SigLIP2 batch when none is asked for. On CPU the throughput is flat past a few dozen images
+# (benchmarks/embed_bench.py); on a GPU a batch must be large enough to fill the device. 256 images of the
+# base model at 256 patches need at most ~2 GB at a time under inference_mode (one layer's 12 x 256 x 256
+# attention scores and 256 x 3,072 MLP activations per image, float32), inside any CUDA card.
+BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
+
+def default_batch_size(device: str) -> int:
+    """The batch for a torch device string ("cpu", "cuda", "cuda:1", ...); other devices get the CPU's."""
+    return BATCH_SIZE.get(device.split(":")[0], BATCH_SIZE["cpu"])
+
+
+def make_embedder(spec: str, batch_size: int | None = None, device: str = "cpu") -> Embedder:
+    """`fallback` -> FallbackEmbedder; anything else is a SigLIP2 Hub id or local checkpoint path, embedding
+    `batch_size` images at a time (default: `default_batch_size(device)`)."""
     if spec == "fallback":
         return FallbackEmbedder()
     return Siglip2Embedder(spec, batch_size=batch_size, device=device)
+
+
+_progress: list[tqdm] = []  # the bar of the innermost `embedding_progress()` block, if any
+
+
+@contextmanager
+def embedding_progress(total: int, desc: str = "embedding") -> Iterator[tqdm]:
+    """A progress bar over `total` images that every `embed_with_cache` call inside the block advances,
+    for images found in a cache as for images embedded (SigLIP2 on CPU: minutes to hours at full size)."""
+    with tqdm(total=total, desc=desc, unit="img", leave=False) as bar:
+        _progress.append(bar)
+        try:
+            yield bar
+        finally:
+            _progress.remove(bar)
+
+
+def _advance(count: int) -> None:
+    if _progress and count:
+        _progress[-1].update(count)
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -286,15 +324,17 @@ def embed_with_cache(
     cache: EmbeddingCache,
     items: Iterable[tuple[str, ImageSource]],
     rows: Mapping[str, Sequence[int]],
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """The (n, dim) float32 matrix with each sha's vector at its `rows` (n = 1 + the largest row).
 
     Cached vectors are copied in; only misses are decoded and embedded, `batch_size` at a time, and written
     straight into their rows, which the cache keeps as views: the vectors are in memory once, whatever the
-    number of images. Items stream (one batch of sources is held at a time); a sha met twice is embedded
-    once; items whose sha is not in `rows` are skipped. Call `cache.save()` to keep the new vectors.
+    number of images. Items stream (one batch of sources, `batch_size` or the embedder's, is held at a time);
+    a sha met twice is embedded once; items whose sha is not in `rows` are skipped. Call `cache.save()` to
+    keep the new vectors. Inside an `embedding_progress()` block, each image done advances its bar.
     """
+    batch_size = batch_size or embedder.batch_size
     out = np.empty((1 + max((max(r) for r in rows.values()), default=-1), embedder.dim), dtype=np.float32)
     done: set[str] = set()
     pending: dict[str, ImageSource] = {}
@@ -306,6 +346,7 @@ def embed_with_cache(
         cache.put_many(shas, [out[rows[sha][0]] for sha in shas], copy=False)
         done.update(shas)
         pending.clear()
+        _advance(len(shas))
 
     for sha, source in items:
         if sha in done or sha in pending or sha not in rows:
@@ -314,6 +355,7 @@ def embed_with_cache(
         if cached:
             out[rows[sha]] = cached[sha]
             done.add(sha)
+            _advance(1)
             continue
         pending[sha] = source
         if len(pending) >= batch_size:

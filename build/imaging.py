@@ -124,6 +124,7 @@ NUMBER_FIELDS: dict[str, tuple[int, int]] = {
 POSITIVE_FIELDS = frozenset({"PixelSpacing", "ImagerPixelSpacing"})
 DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")  # a DICOM DS value
 INTEGER = re.compile(r"[+-]?\d{1,10}")  # a DICOM IS value
+MEMORY_ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # "<_io.BytesIO object at 0x7f...>" in decoder messages
 
 DICOM_MAGIC = b"DICM"
 DICOM_MAGIC_OFFSET = 128
@@ -299,7 +300,8 @@ def _check_pixel_data(ds: Dataset, frame: int, path: Path, notes: list[str]) -> 
         frames = int(ds.get("NumberOfFrames") or 1)
         samples = int(ds.get("SamplesPerPixel") or 1)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"missing or invalid Rows/Columns/NumberOfFrames/SamplesPerPixel: {exc}") from exc
+        raise ImageError("missing or invalid Rows/Columns/NumberOfFrames/SamplesPerPixel "
+                         f"({type(exc).__name__}; header values are not quoted)") from exc
     if rows < 1 or columns < 1 or frames < 1 or samples < 1:
         raise ImageError(f"impossible dimensions {columns}x{rows} with {frames} frame(s)"
                          + (f" and {samples} samples per pixel" if samples < 1 else ""))
@@ -315,7 +317,8 @@ def _check_pixel_data(ds: Dataset, frame: int, path: Path, notes: list[str]) -> 
             expected = get_expected_length(ds, "bytes")
             bits = int(ds.BitsAllocated)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ImageError(f"invalid pixel description: {exc}") from exc
+            raise ImageError(f"invalid pixel description ({type(exc).__name__}; header values are not "
+                             "quoted)") from exc
         actual = len(ds[keyword].value)
         if actual < expected:
             raise ImageError(f"truncated DICOM: pixel data {expected - actual} bytes short")
@@ -519,7 +522,7 @@ def _check_inflated_size(path: Path | bytes, meta: Dataset) -> None:
     with _opened(path) as handle:
         handle.seek(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC) + 12 + int(group_length))  # 12: the length element
         while (chunk := handle.read(INFLATE_STEP)) and not inflater.eof:
-            while chunk:
+            while chunk and not inflater.eof:  # after the end, bytes such as the even-length pad remain
                 try:
                     inflated += len(inflater.decompress(chunk, INFLATE_STEP))
                 except zlib.error:
@@ -568,9 +571,10 @@ def _quiet_decoders() -> Iterator[None]:
 
 
 def _one_line(exc: BaseException) -> str:
-    """An exception as one report line: pydicom lists each plugin's failure on a line of its own."""
+    """An exception as one report line: pydicom lists each plugin's failure on a line of its own, and
+    Pillow names its buffer by memory address (which would make two runs' reports differ)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {'; '.join(lines)}"
+    return MEMORY_ADDRESS.sub("", f"{type(exc).__name__}: {'; '.join(lines)}")
 
 
 def _fallback_decode(path: Path, ds: Dataset, frame: int, failure: Exception) -> np.ndarray:

@@ -3,7 +3,9 @@
     python -m build push --out OUT --repo ORG/NAME [--private] [--revision BRANCH] [--yes]
 
 The token comes from the usual places (HF_TOKEN, `hf auth login`) and is never printed. A folder that
-fails the checks of build/hubcheck.py is refused, and so is one holding a Python file.
+fails the checks of build/hubcheck.py is refused, and so is one holding a Python file. So is a build whose
+hard negatives came from the fallback embedder (not the paper's SigLIP2 options) or whose items were never
+reviewed, unless --allow-fallback-embedder / --allow-unreviewed says the user knows.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from build import hubcheck
+from build import artifacts, hubcheck
 from build.export import hub_folder
+from spinebench import BUILD_INFO
 
 COMMAND = "push"
 HELP = "upload OUT/spinebench to the Hub (dry run unless --yes)"
@@ -24,6 +27,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo private (or gated by hand)")
     parser.add_argument("--revision", help="branch to push to (default: main)")
     parser.add_argument("--yes", action="store_true", help="really upload; without it, only list the files")
+    parser.add_argument("--allow-fallback-embedder", action="store_true",
+                        help="publish even though the hard negatives come from the weight-free fallback embedder")
+    parser.add_argument("--allow-unreviewed", action="store_true",
+                        help="publish even though no review decision was applied to the items")
+
+
+def publication_problems(folder: Path, allow_fallback: bool, allow_unreviewed: bool) -> list[str]:
+    """Why this build should not be published as SpineBench (empty: fine)."""
+    path = folder / BUILD_INFO
+    if not path.is_file():
+        return [f"{path} missing: re-run export"]
+    items = artifacts.read_json(path)["items"]
+    problems = []
+    if items["embedder"].startswith("fallback") and not allow_fallback:
+        problems.append(f"hard negatives from {items['embedder']!r}, not SigLIP2: rebuild items with "
+                        "--embedder google/siglip2-base-patch16-224 (or pass --allow-fallback-embedder)")
+    if not items.get("review_decisions") and not allow_unreviewed:
+        problems.append("no review decision was applied to the items: review them (`python -m build review`), "
+                        "rebuild items (or pass --allow-unreviewed)")
+    return problems
 
 
 def plan(folder: Path) -> list[tuple[str, int]]:
@@ -36,6 +59,10 @@ def main(args: argparse.Namespace) -> int:
     if not result.ok:
         print(result.summary())
         print("refused: fix the folder (re-run export) before pushing")
+        return 1
+    problems = publication_problems(folder, args.allow_fallback_embedder, args.allow_unreviewed)
+    if problems:
+        print("\n".join(f"refused: {problem}" for problem in problems))
         return 1
     files = plan(folder)
     for name, size in files:

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (work/ and spinebench/ inside)")
     parser.add_argument("--profile", default="paper", help="build profile from configs/profiles.yaml")
     parser.add_argument("--embedder", default="fallback", help="'fallback' or a SigLIP2 Hub id / local path")
-    parser.add_argument("--batch-size", type=config.positive, default=32, help="images per embedding batch")
+    parser.add_argument("--batch-size", type=config.positive,
+                        help="images per embedding batch (default: 32 on CPU, 256 on a CUDA device)")
     parser.add_argument("--device", default="cpu", help="torch device for a SigLIP2 embedder")
     parser.add_argument("--workers", type=config.positive, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--review", type=Path, help=f"review decisions (default: WORK/{items.DECISIONS})")

@@ -11,16 +11,17 @@ from build.cli import command_parser
 COMMAND_MODULES = ("evaluation.report",)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     description = (__doc__ + "\n\nScore a model first, e.g.\n"
                    '  lighteval custom always-a evaluation/baselines.py "spinebench:mini|0" \\\n'
                    "    --custom-tasks evaluation/spinebench_tasks.py --output-dir RUN_DIR --save-details\n"
                    "then: python -m evaluation report RUN_DIR --out DIR")
-    return command_parser("python -m evaluation", description, COMMAND_MODULES)
+    return command_parser("python -m evaluation", description, COMMAND_MODULES, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(argv).parse_args(argv)
     return args.main(args)
 
 

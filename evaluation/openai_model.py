@@ -19,20 +19,28 @@ Configuration (environment; the `lighteval custom` command line has no room for 
 - SPINEBENCH_API_RETRIES: retries after a timeout, connection error, 408/409/425/429 or 5xx (default 4).
 - SPINEBENCH_API_BACKOFF: seconds before the first retry, doubled for each next one up to 60 s; a
   numeric `Retry-After` header wins (default 1).
-- SPINEBENCH_API_MAX_TOKENS: `max_tokens` of each request (default: the task's generation size, 512).
+- SPINEBENCH_API_MAX_TOKENS: `max_tokens` of each request (default: the task's generation size: 4096
+  for the paper's prompt, which asks for reasoning first, 512 for the `_direct` tasks).
 
 Each request is one user message, `temperature` 0: the prompt text first, then each image of the Doc
 as a base64 PNG data URI in an `image_url` part (none for `mini_text`). That is the order lighteval's
 `--vision-model` path uses and the paper's protocol (image after the text). No system message, unless
 a system_prompt is set in the model config (Python API only).
 
-Failure policy. An item whose request still fails after the last retry, or is refused as malformed
-(another 4xx), gets an empty reply: it scores as a parse failure (`parse_fail_dis`/`parse_fail_loc`)
-and the run goes on. Failures are counted and logged with their reasons and are NOT written to the
-prediction cache, so running the same command again sends only them. The run stops with
-EndpointError instead when the endpoint refuses the configuration (401, 403, 404: key, model name or
-URL) or when 10 requests in a row have failed (the server is down); the replies received so far are
-cached first, so a re-run resumes.
+Failure policy. A 200 whose message content is null or empty is a failed request, like a 5xx
+(retried, then counted), unless its finish reason is "length": then the budget was spent (on reasoning,
+say) and the empty reply is the model's, cached and counted as cut by the budget. An item whose request
+still fails after the last retry, or is refused as malformed (another 4xx), gets an empty reply: it
+scores as a parse failure (`parse_fail_dis`/`parse_fail_loc`) and the run goes on. Failures are counted
+and logged with their reasons and are NOT written to the prediction cache, so running the same command
+again sends only them. The run stops with EndpointError (one line and a hint on the terminal, no
+traceback) when the endpoint refuses the configuration (401, 403, 404: key, model name or URL) or when 10
+requests in a row have failed (the server is down); the replies received so far are cached first, so a
+re-run resumes.
+
+Each reply keeps the endpoint's finish reason (`model_response.finish_reason` in lighteval's details;
+`failed` for an item whose request failed): the report counts the replies cut by the budget ("length")
+and the failed requests.
 
 Caching: lighteval's prediction cache (`~/.cache/huggingface/lighteval/<model>/<hash>/`), keyed by the
 model name, max tokens, temperature and task config; not by the URL, so two different models served
@@ -43,6 +51,7 @@ under one name share it: give each its own name (`vllm serve ... --served-model-
 # sys.modules, and dataclasses then cannot resolve string annotations.
 import base64
 import io
+import json
 import logging
 import os
 import sys
@@ -54,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pandas as pd
 from lighteval.models.abstract_model import LightevalModel
 from lighteval.models.custom.custom_model import CustomModelConfig
 from lighteval.models.model_input import GenerationParameters
@@ -78,13 +88,23 @@ MAX_BACKOFF = 60.0
 GENERATIVE = SamplingMethod.GENERATIVE
 
 
-class EndpointError(RuntimeError):
-    """The endpoint refuses the configuration or keeps failing: continuing would only score failures."""
+HINTS = {
+    401: "the endpoint refused the key: check {prefix}_KEY",
+    403: "the key has no access to this model or endpoint: check {prefix}_KEY and {prefix}_MODEL",
+    404: "is {prefix}_BASE the URL ending in /v1, and {prefix}_MODEL a model it serves?",
+}
+
+
+class EndpointError(SystemExit):
+    """The endpoint refuses the configuration or keeps failing: continuing would only score failures.
+
+    A SystemExit, so that `lighteval custom` ends with this one line (exit status 1), not a traceback.
+    """
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The SPINEBENCH_API_* environment, read once when lighteval creates the model."""
+    """The <prefix>_* environment, read once: SPINEBENCH_API_* (the model) or SPINEBENCH_JUDGE_* (judge)."""
 
     bases: tuple[str, ...]
     model: str
@@ -94,26 +114,27 @@ class Settings:
     retries: int = 4
     backoff: float = 1.0
     max_tokens: int | None = None
+    prefix: str = "SPINEBENCH_API"
 
     @classmethod
-    def from_env(cls, default_model: str) -> "Settings":
-        bases = tuple(
-            base.strip().rstrip("/") for base in os.environ.get("SPINEBENCH_API_BASE", "").split(",")
-        )
+    def from_env(cls, default_model: str | None, prefix: str = "SPINEBENCH_API") -> "Settings":
+        bases = tuple(base.strip().rstrip("/") for base in os.environ.get(f"{prefix}_BASE", "").split(","))
         if not all(bases):
-            raise ValueError(
-                "set SPINEBENCH_API_BASE to the endpoint's base URL, e.g. http://localhost:8000/v1"
-            )
-        max_tokens = _env_number("SPINEBENCH_API_MAX_TOKENS", 0, int, minimum=1)
+            raise ValueError(f"set {prefix}_BASE to the endpoint's base URL, e.g. http://localhost:8000/v1")
+        model = os.environ.get(f"{prefix}_MODEL") or default_model
+        if not model:
+            raise ValueError(f"set {prefix}_MODEL to the model name the endpoint serves")
+        max_tokens = _env_number(f"{prefix}_MAX_TOKENS", 0, int, minimum=1)
         return cls(
             bases=bases,
-            model=os.environ.get("SPINEBENCH_API_MODEL") or default_model,
-            key=os.environ.get("SPINEBENCH_API_KEY") or None,
-            concurrency=_env_number("SPINEBENCH_API_CONCURRENCY", cls.concurrency, int, minimum=1),
-            timeout=_env_number("SPINEBENCH_API_TIMEOUT", cls.timeout, float, minimum=0.001),
-            retries=_env_number("SPINEBENCH_API_RETRIES", cls.retries, int, minimum=0),
-            backoff=_env_number("SPINEBENCH_API_BACKOFF", cls.backoff, float, minimum=0),
+            model=model,
+            key=os.environ.get(f"{prefix}_KEY") or None,
+            concurrency=_env_number(f"{prefix}_CONCURRENCY", cls.concurrency, int, minimum=1),
+            timeout=_env_number(f"{prefix}_TIMEOUT", cls.timeout, float, minimum=0.001),
+            retries=_env_number(f"{prefix}_RETRIES", cls.retries, int, minimum=0),
+            backoff=_env_number(f"{prefix}_BACKOFF", cls.backoff, float, minimum=0),
             max_tokens=max_tokens or None,
+            prefix=prefix,
         )
 
 
@@ -136,6 +157,30 @@ class Failure:
 
     reason: str
     fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A completion: its text and why generation stopped (`stop`, `length`, ...; None if not said)."""
+
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass
+class EndpointResponse(ModelResponse):
+    """lighteval's ModelResponse plus the endpoint's finish reason, saved in the details and the cache."""
+
+    finish_reason: str | None = None
+
+
+class EndpointCache(SampleCache):
+    """lighteval's prediction cache, reading entries back with their finish reason."""
+
+    def _load_sample(self, sample) -> EndpointResponse:
+        if isinstance(sample, pd.Series):
+            sample = json.loads(sample.to_json())
+        return EndpointResponse(**sample["sample"])
 
 
 def png_data_uri(image: Image.Image) -> str:
@@ -184,14 +229,14 @@ class ChatClient:
     def close(self) -> None:
         self._http.close()
 
-    def complete(self, index: int, payload: dict) -> str | Failure:
+    def complete(self, index: int, payload: dict) -> Reply | Failure:
         """The reply to item `index`, or why there is none; never raises for the endpoint's errors."""
         if self._stopped:
             return self._stopped
         outcome = self._post(index, payload)
         if isinstance(outcome, Failure) and self.settings.key:  # in case a server echoes the key
             outcome = Failure(
-                outcome.reason.replace(self.settings.key, "<SPINEBENCH_API_KEY>"), outcome.fatal
+                outcome.reason.replace(self.settings.key, f"<{self.settings.prefix}_KEY>"), outcome.fatal
             )
         with self._lock:
             self._streak = self._streak + 1 if isinstance(outcome, Failure) else 0
@@ -204,7 +249,7 @@ class ChatClient:
                     )
         return outcome
 
-    def _post(self, index: int, payload: dict) -> str | Failure:
+    def _post(self, index: int, payload: dict) -> Reply | Failure:
         settings = self.settings
         for attempt in range(settings.retries + 1):
             url = f"{settings.bases[(index + attempt) % len(settings.bases)]}/chat/completions"
@@ -215,15 +260,15 @@ class ChatClient:
                 problem = f"{type(error).__name__} ({error}) from {url}"
             else:
                 status = response.status_code
-                problem = f"HTTP {status} from {url}: {response.text[:300]}"
+                problem = f"HTTP {status} from {url}: {_excerpt(response)}"
                 if status == 200:
-                    try:
-                        return response.json()["choices"][0]["message"]["content"] or ""
-                    except (ValueError, LookupError, TypeError):
-                        problem = f"malformed reply from {url}: {response.text[:300]}"
+                    reply = _reply(response)
+                    if isinstance(reply, Reply):
+                        return reply
+                    problem = f"{reply} from {url}: {_excerpt(response)}"
                 elif status in FATAL_STATUS:
-                    hint = " (is SPINEBENCH_API_BASE the URL ending in /v1?)" if status == 404 else ""
-                    return Failure(problem + hint, fatal=True)
+                    hint = HINTS[status].format(prefix=settings.prefix)
+                    return Failure(f"{problem} -- {hint}", fatal=True)
                 elif status not in RETRY_STATUS and status < 500:
                     return Failure(problem)
                 else:
@@ -232,6 +277,25 @@ class ChatClient:
                 break
             time.sleep(wait if wait is not None else min(settings.backoff * 2**attempt, MAX_BACKOFF))
         return Failure(f"{problem} (after {attempt} retries)")
+
+
+def _reply(response: httpx.Response) -> Reply | str:
+    """The completion in a 200 response, or what is wrong with it (then the request counts as failed)."""
+    try:
+        choice = response.json()["choices"][0]
+        content, finish = choice["message"]["content"], choice.get("finish_reason")
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return "malformed reply"
+    if not isinstance(content, (str, type(None))):
+        return "malformed reply"
+    if not (content or "").strip() and finish != "length":  # an empty reply the budget did not cause
+        return "empty reply (content null or blank)"
+    return Reply(content or "", finish)
+
+
+def _excerpt(response: httpx.Response) -> str:
+    """The start of a response body on one line (a failure is reported as one line)."""
+    return " ".join(response.text[:300].split())
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -255,7 +319,7 @@ class OpenAIModel(GenerationOnly, LightevalModel):
                 ),
             }
         )
-        self._cache = SampleCache(self.config)  # the pipeline hands it the task registry
+        self._cache = EndpointCache(self.config)  # the pipeline hands it the task registry
         self.client = ChatClient(self.settings)
         logger.info("openai model: %s at %s", self.settings.model, ", ".join(self.settings.bases))
 
@@ -267,18 +331,22 @@ class OpenAIModel(GenerationOnly, LightevalModel):
         todo, _ = self._cache.get_samples_to_process_and_cache(docs, GENERATIVE)
         outcomes = self._ask(todo)
         fresh = {
-            id(doc): ModelResponse(input=doc.query, text=[outcome if isinstance(outcome, str) else ""])
+            id(doc): EndpointResponse(
+                input=doc.query, text=[outcome.text], finish_reason=outcome.finish_reason
+            )
+            if isinstance(outcome, Reply)
+            else EndpointResponse(input=doc.query, text=[""], finish_reason="failed")
             for doc, outcome in zip(todo, outcomes)
         }
-        answered = [doc for doc, outcome in zip(todo, outcomes) if isinstance(outcome, str)]
+        answered = [doc for doc, outcome in zip(todo, outcomes) if isinstance(outcome, Reply)]
         self._store(answered, [fresh[id(doc)] for doc in answered])
         self._report([outcome for outcome in outcomes if isinstance(outcome, Failure)], len(todo))
         rest = [doc for doc in docs if id(doc) not in fresh]
         cached = iter(self._cache.get_samples_from_cache(rest, self._task_ids(rest), GENERATIVE))
         return [fresh[id(doc)] if id(doc) in fresh else next(cached) for doc in docs]
 
-    def _ask(self, docs: Sequence[Doc]) -> list[str | Failure]:
-        def one(index: int) -> str | Failure:  # the payload is built in the worker: images stay out of memory
+    def _ask(self, docs: Sequence[Doc]) -> list[Reply | Failure]:
+        def one(index: int) -> Reply | Failure:  # the payload is built in the worker: images stay out of RAM
             return self.client.complete(
                 index, chat_payload(docs[index], self.settings, self.config.system_prompt)
             )
@@ -296,7 +364,9 @@ class OpenAIModel(GenerationOnly, LightevalModel):
     def _report(self, failures: list[Failure], sent: int) -> None:
         stop = next((failure for failure in failures if failure.fatal), None)
         if stop:
-            raise EndpointError(f"stopped, replies so far are cached: {stop.reason}")
+            raise EndpointError(
+                f"error: the endpoint stopped the run (replies so far are cached): {stop.reason}"
+            )
         if failures:
             reasons = sorted({failure.reason for failure in failures})
             logger.warning(

@@ -8,9 +8,12 @@ JSON. The letters a reply gave are not saved: they are re-parsed with evaluation
 whose re-parse disagrees with lighteval's parse-failure flag is counted as a warning.
 
 Written to DIR:
-  report.md     the paper's table for each model with 95% CIs, then the paper's own rows (labelled: its
-                numbers on its own subset); parse failures; gold and predicted letters; circular accuracy
-                when `<task>_circular` was run; accuracy by disease, modality, source and paraphrase
+  report.md     the paper's table for each model with 95% CIs (and `+ judge` rows with --judge), rows of a
+                --baselines file, then the paper's own rows (labelled: its numbers on its own subset);
+                per run the prompt asked and the share of replies cut by the generation budget (finish
+                reason `length`, where the backend saved it) and failed requests; the shares read by the
+                rules, by the judge and by neither; gold and predicted letters; circular accuracy when
+                `<task>_circular` was run; accuracy by disease, modality, source and paraphrase
   report.json   the same figures, as fractions
   figures/      per model: <model>_disease_accuracy.png (with CIs), <model>_sdd_confusion.png
 
@@ -21,16 +24,23 @@ whole patients keeps that correlation, needs no normal approximation for accurac
 handles subgroup accuracies (ratios with a random denominator); and since every figure of a model is
 computed on the same resamples, Overall (the mean of two accuracies over shared patients) gets its
 interval from the same draws. A patient is `source/patient_id` (ids are only unique within a release).
-A subgroup's interval ignores the resamples that drew none of its patients.
+A subgroup's interval ignores the resamples that drew none of its patients. Where the resamples cannot
+vary (every item agrees, or a single patient), a percentile interval would collapse to [x, x]: then the
+Wilson interval over patients when every item agrees on 0 or 1, else none (`n too small`).
+
+The judge (--judge, evaluation/judge.py) only reads replies the rules could not; lighteval's own scores
+stay the rules' (the row without `+ judge`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections import Counter
+from statistics import NormalDist
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +54,9 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
-from evaluation.extract import extract_letters, reply_text  # noqa: E402
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field  # noqa: E402
+
+from evaluation.extract import extract_letters, figures, reply_text  # noqa: E402
 from spinebench import DISEASES, LETTERS  # noqa: E402
 
 COMMAND = "report"
@@ -76,6 +88,8 @@ ACCURACY = {"diagnosis": "sdd_acc", "localization": "sll_acc"}
 HEADERS = {"sdd_acc": "SDD Acc", "sll_acc": "SLL Acc", "sll_pre": "SLL Pre", "sll_recall": "SLL Recall",
            "overall": "Overall"}
 SPECIFIC = ("id", "task", "disease", "modality", "source", "question_id", "options")
+UNKNOWN_PROMPT = "unrecorded"  # details saved before tasks recorded their prompt (it was the direct one)
+JUDGE_CACHE = "judge_cache.jsonl"  # under RUN_DIR, next to the details it reads
 
 
 # Reading lighteval's output.
@@ -94,22 +108,29 @@ def latest_details(run_dir: Path, task: str) -> dict[str, Path]:
 
 
 def read_items(path: Path) -> pd.DataFrame:
-    """One row per scored prompt: dataset columns, patient, gold and re-parsed letters, lighteval's scores."""
-    table = pq.read_table(
-        path,
-        columns=["doc.specific", "model_response.text", "model_response.text_post_processed", "metric"],
-    )
+    """One row per scored prompt: dataset columns, patient, reply, gold and re-parsed letters, lighteval's
+    scores, the prompt asked and the finish reason (None where the backend does not save one)."""
+    response = pq.read_schema(path).field("model_response").type
+    response_columns = ["model_response.text"]
+    if response.get_field_index("finish_reason") >= 0:  # the endpoint model saves it
+        response_columns.append("model_response.finish_reason")
+    table = pq.read_table(path, columns=["doc.specific", *response_columns, "metric"])
     specifics, metrics = table["specific"].to_pylist(), table["metric"].to_pylist()
-    responses = table.select(["text", "text_post_processed"]).to_pylist()
+    texts = table["text"].to_pylist()
+    saved = "finish_reason" in table.column_names
+    finishes = table["finish_reason"].to_pylist() if saved else [None] * len(texts)
     rows = []
-    for specific, response, metric in zip(specifics, responses, metrics):
+    for specific, text, finish, metric in zip(specifics, texts, finishes, metrics):
         task = specific["task"]
-        reply = reply_text(response["text"], response["text_post_processed"])
+        reply = reply_text(text)
         predicted = extract_letters(reply, specific["options"], multi=task == "localization")
         rows.append(
             {
                 **{column: specific[column] for column in SPECIFIC},
+                "prompt": specific.get("prompt") or UNKNOWN_PROMPT,
                 "patient": f"{specific['source']}/{specific['patient_id']}",
+                "reply": reply,
+                "finish_reason": finish,
                 "gold": tuple(sorted(specific["answer"])),
                 "predicted": None if predicted is None else tuple(predicted),
                 **{name: metric[key] for name, key in ITEM_METRICS[task].items()},
@@ -172,18 +193,40 @@ class ClusterBootstrap:
     def means(self, values: np.ndarray, masks: np.ndarray) -> list[dict[str, Any]]:
         """Each mask's mean with its interval and item count."""
         draws = self.draws(values, masks)
-        return [estimate(float(values[mask].mean()), draws[:, group], int(mask.sum()))
+        return [estimate(float(values[mask].mean()), draws[:, group], int(mask.sum()), self.patients(mask))
                 for group, mask in enumerate(masks)]
 
+    def patients(self, mask: np.ndarray) -> int:
+        """How many patients the masked items come from."""
+        return len(np.unique(self.cluster[mask]))
 
-def estimate(value: float, draws: np.ndarray, n: int) -> dict[str, Any]:
-    """A point value with the percentile interval of its bootstrap draws."""
+
+def estimate(value: float, draws: np.ndarray, n: int, patients: int) -> dict[str, Any]:
+    """A point value with the percentile interval of its bootstrap draws.
+
+    When the draws cannot vary (every item agrees, or one patient), a percentile interval collapses to
+    [x, x], which would claim certainty. Then: if every item agrees on 0 or 1, the Wilson score interval
+    with one trial per patient (items of a patient agree too, so patients are the independent units);
+    otherwise no interval (`n too small`).
+    """
     finite = draws[np.isfinite(draws)]
     tail = 100 * (1 - LEVEL) / 2
-    if not finite.size:
-        return {"value": value, "lo": None, "hi": None, "n": n}
-    lo, hi = np.percentile(finite, [tail, 100 - tail])
-    return {"value": value, "lo": float(lo), "hi": float(hi), "n": n}
+    if finite.size and np.ptp(finite) > 0:
+        lo, hi = np.percentile(finite, [tail, 100 - tail])
+        return {"value": value, "lo": float(lo), "hi": float(hi), "n": n}
+    if value in (0.0, 1.0) and patients:
+        lo, hi = wilson(value * patients, patients)
+        return {"value": value, "lo": lo, "hi": hi, "n": n, "interval": "wilson"}
+    return {"value": value, "lo": None, "hi": None, "n": n, "interval": "n too small"}
+
+
+def wilson(successes: float, trials: int) -> tuple[float, float]:
+    """The Wilson score interval at LEVEL for `successes` of `trials`."""
+    z = float(NormalDist().inv_cdf(1 - (1 - LEVEL) / 2))
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
 # Figures of one model.
@@ -197,11 +240,12 @@ def paper_table(items: pd.DataFrame, bootstrap: ClusterBootstrap) -> dict[str, d
         if mask.any():
             values = items[figure].to_numpy(dtype=float)
             draws[name] = bootstrap.draws(values, mask[None])[:, 0]
-            table[name] = estimate(float(values[mask].mean()), draws[name], int(mask.sum()))
+            table[name] = estimate(float(values[mask].mean()), draws[name], int(mask.sum()),
+                                   bootstrap.patients(mask))
     if "sdd_acc" in table and "sll_acc" in table:
         value = (table["sdd_acc"]["value"] + table["sll_acc"]["value"]) / 2
         n = table["sdd_acc"]["n"] + table["sll_acc"]["n"]
-        table["overall"] = estimate(value, (draws["sdd_acc"] + draws["sll_acc"]) / 2, n)
+        table["overall"] = estimate(value, (draws["sdd_acc"] + draws["sll_acc"]) / 2, n, bootstrap.size)
     return table
 
 
@@ -258,14 +302,51 @@ def circular_accuracy(rotations: pd.DataFrame, resamples: int, seed: int) -> dic
     return {ACCURACY[task]: figure for task, figure in zip(tasks, estimates)}
 
 
+def with_judge(items: pd.DataFrame) -> pd.DataFrame:
+    """The items rescored with the judge's letters where the rules read nothing (and only there)."""
+    rescored = items.copy()
+    for index, row in items[items["predicted"].isna() & items["judged"].notna()].iterrows():
+        multi = row["task"] == "localization"
+        scores = figures(row["judged"], row["gold"], multi)
+        for name, key in ITEM_METRICS[row["task"]].items():
+            rescored.at[index, name] = scores[key]
+    return rescored
+
+
+def parsing(items: pd.DataFrame) -> dict[str, dict]:
+    """Per task: the shares of replies read by the rules, by the judge (when asked) and by neither."""
+    shares = {}
+    for task, rows in items.groupby("task"):
+        rules = int(rows["predicted"].notna().sum())
+        judge = int((rows["predicted"].isna() & rows["judged"].notna()).sum()) if "judged" in rows else 0
+        counts = {"rules": rules, "judge": judge, "unparsed": len(rows) - rules - judge}
+        shares[task] = {"n": len(rows), **counts, **{f"{name}_rate": count / len(rows)
+                                                     for name, count in counts.items()}}
+    return shares
+
+
+def budget(items: pd.DataFrame) -> dict[str, Any]:
+    """Replies cut by the generation budget (finish reason `length`) and failed requests, where the
+    backend saved finish reasons (the endpoint model does; lighteval's own backends do not)."""
+    known = items["finish_reason"].dropna()
+    received = known[known != "failed"]
+    cut = int((received == "length").sum())
+    return {"known": len(known), "received": len(received), "cut": cut, "failed": len(known) - len(received),
+            "cut_rate": cut / len(received) if len(received) else None}
+
+
 def summarize(items: pd.DataFrame, rotations: pd.DataFrame | None, resamples: int, seed: int) -> dict:
-    """Every figure of one model's run."""
+    """Every figure of one model's run (with the judge's too when `items` has a `judged` column)."""
     bootstrap = ClusterBootstrap(items["patient"], resamples, seed)
     return {
         "items": len(items),
         "patients": bootstrap.size,
+        "prompts": sorted(set(items["prompt"])),
+        "budget": budget(items),
         "table": paper_table(items, bootstrap),
+        "table_with_judge": paper_table(with_judge(items), bootstrap) if "judged" in items else None,
         "parse_failures": parse_failures(items),
+        "parsing": parsing(items),
         "parse_mismatches": int((items["predicted"].isna() != (items["parse_fail"] == 1)).sum()),
         "letters": letter_counts(items),
         "sdd_confusion": sdd_confusion(items),
@@ -282,24 +363,94 @@ def paper_rows() -> dict[str, Any]:
     return paper
 
 
-def build_report(run_dir: Path, task: str, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+class BaselineRow(BaseModel):
+    """One row of a baselines file: a named strategy and its figures as fractions (missing: not reported)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(validation_alias=AliasChoices("model", "name", "baseline"))
+    sdd_acc: float | None = Field(None, ge=0, le=1)
+    sll_acc: float | None = Field(None, ge=0, le=1)
+    sll_pre: float | None = Field(None, ge=0, le=1)
+    sll_recall: float | None = Field(None, ge=0, le=1)
+    overall: float | None = Field(None, ge=0, le=1)
+    note: str | None = None
+
+
+def baseline_rows(path: Path) -> dict[str, Any]:
+    """Rows from a baselines file (JSON or YAML): a list of rows, or a mapping holding one under `rows` or
+    `baselines` (and maybe a `source`). Each row: `model` (or `name`), the paper's columns as fractions
+    (sdd_acc, sll_acc, sll_pre, sll_recall, overall), an optional `note`. The validity audit's text-only
+    attack and constant answers are such rows; Overall is filled in as the mean of the two accuracies."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        listed = data if isinstance(data, list) else (data or {}).get("rows", (data or {}).get("baselines"))
+        if not isinstance(listed, list):
+            raise ValueError("expected a list of rows, or a mapping with `rows` or `baselines`")
+        rows = [BaselineRow.model_validate(row).model_dump() for row in listed]
+    except (OSError, yaml.YAMLError, ValueError, AttributeError) as error:
+        raise BaselinesError(f"{path}: not a baselines file: {' '.join(str(error).split())[:300]}") from None
+    for row in rows:
+        if row["overall"] is None and row["sdd_acc"] is not None and row["sll_acc"] is not None:
+            row["overall"] = (row["sdd_acc"] + row["sll_acc"]) / 2
+    source = data.get("source") if isinstance(data, dict) else None
+    return {"file": str(path), "source": source or str(path), "rows": rows}
+
+
+class BaselinesError(ValueError):
+    """A baselines file that cannot be read: the report names the file and stops before writing."""
+
+
+def judge_items(items: pd.DataFrame, judge) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`items` with a `judged` column: the judge's letters for replies the rules could not read."""
+    asked = items[items["predicted"].isna() & (items["reply"].str.strip() != "")]
+    verdicts = judge.verdicts(
+        [(row.reply, row.options, row.task == "localization") for row in asked.itertuples()]
+    )
+    judged = pd.Series([None] * len(items), index=items.index, dtype=object)
+    for index, verdict in zip(asked.index, verdicts):
+        judged.at[index] = None if verdict.letters is None else tuple(verdict.letters)
+    failed = sum(not verdict.answered for verdict in verdicts)
+    return items.assign(judged=judged), {"asked": len(asked), "extracted": int(judged.notna().sum()),
+                                         "no_answer": len(asked) - int(judged.notna().sum()) - failed,
+                                         "failed": failed}
+
+
+def build_report(run_dir: Path, task: str, resamples: int = 2000, seed: int = 0, judge: bool = False,
+                 baselines: Path | None = None) -> dict[str, Any]:
     details = latest_details(run_dir, task)
     if not details:
         raise FileNotFoundError(f"no details of {task} under {run_dir / 'details'}: run lighteval with "
                                 "--output-dir RUN_DIR --save-details")
+    extra = baseline_rows(baselines) if baselines else None
     rotations = latest_details(run_dir, circular_task(task))
+    reader = None
+    if judge:
+        from evaluation.judge import Judge
+
+        reader = Judge(run_dir / JUDGE_CACHE)
     models = {}
-    for model, path in details.items():
-        circular = read_items(rotations[model]) if model in rotations else None
-        models[model] = {
-            "details": path.relative_to(run_dir).as_posix(),
-            **summarize(read_items(path), circular, resamples, seed),
-        }
+    try:
+        for model, path in details.items():
+            circular = read_items(rotations[model]) if model in rotations else None
+            items, judged = read_items(path), None
+            if reader:
+                items, judged = judge_items(items, reader)
+            models[model] = {
+                "details": path.relative_to(run_dir).as_posix(),
+                "judge": judged,
+                **summarize(items, circular, resamples, seed),
+            }
+    finally:
+        if reader:
+            reader.close()
     return {
         "task": task,
         "ci": {"method": "percentile, cluster bootstrap over patients (source/patient_id)", "level": LEVEL,
-               "resamples": resamples, "seed": seed},
+               "resamples": resamples, "seed": seed,
+               "fallback": "Wilson over patients when every item agrees; none when one patient"},
+        "judge": {"model": reader.settings.model, "cache": str(run_dir / JUDGE_CACHE)} if reader else None,
         "models": models,
+        "baselines": extra,
         "paper": paper_rows(),
     }
 
@@ -314,7 +465,10 @@ def _percent(value: float | None) -> str:
 def _with_ci(figure: dict | None) -> str:
     if figure is None:
         return "-"
-    return f"{_percent(figure['value'])} [{_percent(figure['lo'])}, {_percent(figure['hi'])}]"
+    if figure["lo"] is None:
+        return f"{_percent(figure['value'])} [{figure.get('interval', 'no interval')}]"
+    mark = " W" if figure.get("interval") == "wilson" else ""
+    return f"{_percent(figure['value'])} [{_percent(figure['lo'])}, {_percent(figure['hi'])}]{mark}"
 
 
 def _markdown_table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
@@ -324,15 +478,33 @@ def _markdown_table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[st
 
 def headline(report: dict) -> str:
     """The paper's table: this run's models (95% CI in brackets), then the paper's rows marked †."""
-    paper = report["paper"]
-    rows = [[model, *(_with_ci(summary["table"].get(name)) for name in HEADERS)]
-            for model, summary in report["models"].items()]
+    paper, baselines = report["paper"], report.get("baselines")
+    rows = []
+    for model, summary in report["models"].items():
+        rows.append([model, *(_with_ci(summary["table"].get(name)) for name in HEADERS)])
+        if summary.get("table_with_judge"):
+            judged = summary["table_with_judge"]
+            rows.append([f"{model} + judge", *(_with_ci(judged.get(name)) for name in HEADERS)])
+    if baselines:
+        rows += [[f"{row['model']} ‡", *(_percent(row[name]) for name in HEADERS)]
+                 for row in baselines["rows"]]
     rows += [[f"{row['model']} †", *(_percent(row[name]) for name in HEADERS)] for row in paper["rows"]]
+    notes = []
+    if report.get("judge"):
+        notes.append(f"+ judge: the same run, replies the rules could not read given to "
+                     f"{report['judge']['model']} (evaluation/judge.py); the row above: the rules alone.")
+    if any(figure.get("interval") for summary in report["models"].values()
+           for figure in summary["table"].values()):
+        notes.append("W: every item agrees, so the bootstrap cannot vary: Wilson interval over patients.")
+    if baselines:
+        notes.append(f"‡ Baselines without a model ({baselines['source']}), on this item set.")
+        notes += [f"  {row['model']}: {row['note']}." for row in baselines["rows"] if row.get("note")]
     return "\n".join([
         f"SpineBench, {report['task']}: accuracy, precision and recall in %, 95% CI clustered by patient",
         "",
         *_markdown_table(["Model", *HEADERS.values()], rows),
         "",
+        *notes,
         f"† The paper's numbers as reported ({paper['source']}) on {paper['reported_on']}: another item "
         "set and other model runs, a reference point, not comparable run for run.",
         *(f"  {row['model']}: {row['note']}." for row in paper["rows"] if row.get("note")),
@@ -348,11 +520,36 @@ def _overview(report: dict) -> list[str]:
             "(evaluation/report.py says why).", ""]
 
 
-def _parse_failure_lines(models: dict) -> list[str]:
-    rows = [[model, TASK_LABELS[task], figure["failed"], figure["n"], _percent(figure["rate"])]
-            for model, summary in models.items() for task, figure in summary["parse_failures"].items()]
-    header = ["Model", "Task", "Unparsed", "n", "Rate %"]
+def _run_lines(report: dict) -> list[str]:
+    """Per model: the prompt asked, replies cut by the generation budget, failed requests."""
+    rows = []
+    for model, summary in report["models"].items():
+        spent = summary["budget"]
+        known = bool(spent["known"])
+        rows.append([model, ", ".join(summary["prompts"]), summary["items"],
+                     f"{spent['cut']} of {spent['received']} ({_percent(spent['cut_rate'])}%)"
+                     if known else "not saved",
+                     spent["failed"] if known else "not saved"])
+    header = ["Model", "Prompt", "Items", "Cut by the budget (finish reason length)", "Failed requests"]
+    return ["## Runs", "", *_markdown_table(header, rows), "",
+            "Prompt: `paper` (the default tasks) or `direct` (the `_direct` tasks): evaluation/prompts.py. "
+            "Finish reasons are saved by the endpoint model (evaluation/openai_model.py), not by lighteval's "
+            "own backends.", ""]
+
+
+def _parse_failure_lines(report: dict) -> list[str]:
+    models = report["models"]
+    rows = [[model, TASK_LABELS[task], figure["n"], f"{figure['rules']} ({_percent(figure['rules_rate'])}%)",
+             f"{figure['judge']} ({_percent(figure['judge_rate'])}%)" if report.get("judge") else "not asked",
+             f"{figure['unparsed']} ({_percent(figure['unparsed_rate'])}%)"]
+            for model, summary in models.items() for task, figure in summary["parsing"].items()]
+    header = ["Model", "Task", "n", "Read by the rules", "Read by the judge", "Unparsed"]
     lines = ["## Parse failures", "", *_markdown_table(header, rows), ""]
+    judged = {model: summary["judge"] for model, summary in models.items() if summary.get("judge")}
+    if judged:
+        lines += ["Judge calls: " + "; ".join(
+            f"{model}: {calls['asked']} asked, {calls['extracted']} read, {calls['no_answer']} no valid "
+            f"answer, {calls['failed']} failed" for model, calls in judged.items()) + ".", ""]
     mismatched = {model: summary["parse_mismatches"] for model, summary in models.items()
                   if summary["parse_mismatches"]}
     if mismatched:
@@ -387,7 +584,8 @@ def _breakdown_lines(models: dict, facet: str) -> list[str]:
 
 def markdown(report: dict, figures: list[str]) -> str:
     models = report["models"]
-    lines = [*_overview(report), *_parse_failure_lines(models), *_letter_lines(models),
+    lines = [*_overview(report), *audit_lines(report.get("audit_baselines")), *_run_lines(report),
+             *_parse_failure_lines(report), *_letter_lines(models),
              *_circular_lines(models), "## Breakdowns", ""]
     for facet in FACETS:
         lines += _breakdown_lines(models, facet)
@@ -459,6 +657,33 @@ def write_report(report: dict, out: Path) -> None:
     (out / "report.md").write_text(markdown(report, figures), encoding="utf-8")
 
 
+# The build's validity audit as baseline rows (build/audit.py; read from the dataset folder's build info).
+
+
+def audit_baselines(dataset: Path | None, task: str) -> dict[str, Any] | None:
+    """The audit rows of the configuration `task` scores, from DATASET/spinebench_build.json; None when the
+    dataset is not a local folder or was built before the audit existed."""
+    from build import audit
+    from spinebench import BUILD_INFO
+
+    path = dataset / BUILD_INFO if dataset is not None else None
+    if path is None or not path.is_file():
+        return None
+    found = json.loads(path.read_text(encoding="utf-8"))["items"].get("audit")
+    config = task.split(":", 1)[-1].split("|", 1)[0].removesuffix("_circular").removesuffix("_text")
+    if found is None or config not in found["configs"]:
+        return None
+    return {"dataset": str(dataset), "config": config, "rows": audit.table_rows(found, config)}
+
+
+def audit_lines(baselines: dict[str, Any] | None) -> list[str]:
+    if not baselines:
+        return []
+    return [f"## Without the image (baseline rows of this build's `{baselines['config']}`, build/audit.py)", "",
+            *_markdown_table(["Attack (no image)", "SDD Acc %", "SLL Acc %"], baselines["rows"]), "",
+            "A model's score means image reading only where it beats these rows, not only chance.", ""]
+
+
 # Command line.
 
 
@@ -473,14 +698,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=2000,
                         help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    repo = os.environ.get("SPINEBENCH_REPO", "")
+    parser.add_argument("--dataset", type=Path, default=Path(repo) if repo and Path(repo).is_dir() else None,
+                        help="the local dataset folder scored (default: $SPINEBENCH_REPO if a folder), whose "
+                             "validity audit is shown as baseline rows")
+    parser.add_argument("--judge", action="store_true",
+                        help="give replies the rules cannot read to the judge endpoint "
+                             "(SPINEBENCH_JUDGE_BASE, _MODEL, _KEY; see evaluation/judge.py), calls cached "
+                             "in "
+                             "RUN_DIR/" + JUDGE_CACHE)
+    parser.add_argument("--baselines", type=Path, metavar="FILE",
+                        help="rows to show beside the models (JSON or YAML), e.g. the validity audit's "
+                             "text-only attack and constant answers")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        report = build_report(args.run_dir, args.task, args.resamples, args.seed)
-    except FileNotFoundError as error:
+        report = build_report(args.run_dir, args.task, args.resamples, args.seed, args.judge, args.baselines)
+    except (FileNotFoundError, ValueError) as error:  # no details, a bad baselines file, judge not configured
         print(f"error: {error}", file=sys.stderr)
         return 1
+    report["audit_baselines"] = audit_baselines(args.dataset, args.task)
     write_report(report, args.out)
     print(headline(report))
     print(f"\nreport: {args.out / 'report.md'}")

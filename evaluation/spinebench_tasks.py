@@ -10,9 +10,10 @@ Multiple-choice visual question answering on spine X-ray and MRI images: spinal 
 (SDD, one correct option of five) and spinal lesion localization (SLL, every affected lumbar level among
 five). Generative scoring: the letters are read from the reply's final line by evaluation/extract.py;
 SDD accuracy, SLL exact-set accuracy, precision and recall, and parse-failure rates, each over the
-items of its task. Variants: the whole benchmark, each task, the mini subset of the paper's table, mini
-without the image, and mini asked once per option rotation (CircularEval: an item counts only if every
-rotation is right).
+items of its task. Every task asks with the paper's prompt (evaluation/prompts.py: reasoning first, then
+the final line) except the `_direct` ones (the short direct-answer prompt). Variants: the whole benchmark,
+each task, the mini subset of the paper's table, mini without the image, mini asked once per option
+rotation (CircularEval: an item counts only if every rotation is right), and mini and full asked directly.
 
 languages:
 english
@@ -49,13 +50,17 @@ from lighteval.models.model_output import ModelResponse  # noqa: E402
 from lighteval.tasks.lighteval_task import LightevalTask, LightevalTaskConfig  # noqa: E402
 from lighteval.tasks.requests import Doc, SamplingMethod  # noqa: E402
 
-from evaluation.extract import extract_letters, reply_text  # noqa: E402
-from evaluation.prompts import build_prompt, rotate  # noqa: E402
+from evaluation import images as item_images  # noqa: E402
+from evaluation.extract import extract_letters, figures, reply_text  # noqa: E402
+from evaluation.prompts import DEFAULT_PROMPT, build_prompt, rotate  # noqa: E402
 from spinebench import COLUMNS, CONFIG_NAMES, FEATURES, LETTERS, SPLIT  # noqa: E402
 
 REPO = os.environ.get("SPINEBENCH_REPO", "spinebench/spinebench")
 REVISION = os.environ.get("SPINEBENCH_REVISION") or None
-GENERATION_SIZE = 512  # the prompt asks for a direct answer; room for a short justification
+# Tokens a reply may use, per prompt: the paper's asks for reasoning first (512 cut many replies before
+# their final line), the direct one for the answer and a short justification. The report shows the share of
+# replies the budget cut (finish reason "length") where the backend tells.
+GENERATION_SIZE = {"paper": 4096, "direct": 512}
 ROTATION = "rotation"
 CIRCULAR_TASKS = ("spinebench:mini_circular",)
 # Doc.specific carries every column but the pixels, so a report can break results down by any of them.
@@ -79,7 +84,11 @@ def prompt_circular(line: dict, task_name: str) -> Doc:
     return doc
 
 
-def _doc(line: dict, task_name: str, text_only: bool) -> Doc:
+def prompt_direct(line: dict, task_name: str) -> Doc:
+    return _doc(line, task_name, text_only=False, prompt="direct")
+
+
+def _doc(line: dict, task_name: str, text_only: bool, prompt: str = DEFAULT_PROMPT) -> Doc:
     if line["image"] is None and not text_only:
         raise ValueError(
             f"item {line['id']} has no image: a public export leaves out pixels it may not redistribute; "
@@ -87,12 +96,13 @@ def _doc(line: dict, task_name: str, text_only: bool) -> Doc:
         )
     specific = {column: line[column] for column in SPECIFIC_COLUMNS}
     specific["disease"] = FEATURES["disease"].int2str(line["disease"])
+    specific["prompt"] = prompt  # the report says which prompt a run used
     return Doc(
         task_name=task_name,
-        query=build_prompt(line, text_only=text_only),
+        query=build_prompt(line, text_only=text_only, prompt=prompt),
         choices=list(LETTERS[: len(line["options"])]),
         gold_index=[LETTERS.index(letter) for letter in line["answer"]],  # a list for both tasks: one schema
-        images=[] if text_only else [line["image"].convert("RGB")],
+        images=[] if text_only else item_images.doc_images(line["image"]),
         specific=specific,
     )
 
@@ -101,28 +111,13 @@ def _doc(line: dict, task_name: str, text_only: bool) -> Doc:
 
 
 def score(specific: dict, reply: str) -> dict[str, float]:
-    """Per-sample figures, named by the item's task so that mixed tasks (full, mini) average per task.
-
-    SDD: acc_dis, parse_fail_dis. SLL: acc_loc (exact set), pre_loc and recall_loc of the parsed set
-    (both 0 when nothing parses), parse_fail_loc.
-    """
+    """Per-sample figures of a reply (evaluation/extract.py's `figures` says which)."""
     multi = specific["task"] == "localization"
-    parsed = extract_letters(reply, specific["options"], multi=multi)
-    gold = sorted(specific["answer"])
-    failed = float(parsed is None)
-    if not multi:
-        return {"acc_dis": float(parsed == gold), "parse_fail_dis": failed}
-    hits = len(set(parsed or ()) & set(gold))
-    return {
-        "acc_loc": float(parsed == gold),
-        "pre_loc": hits / len(parsed) if parsed else 0.0,
-        "recall_loc": hits / len(gold),
-        "parse_fail_loc": failed,
-    }
+    return figures(extract_letters(reply, specific["options"], multi=multi), specific["answer"], multi)
 
 
 def _reply(response: ModelResponse) -> str:
-    return reply_text(response.text, response.text_post_processed)
+    return reply_text(response.text)
 
 
 class SpineBenchScore(SampleLevelComputation):
@@ -217,7 +212,9 @@ if not getattr(LightevalTask.download_dataset_worker, "spinebench_rotations", Fa
 # Tasks.
 
 
-def _task(name: str, subset: str, prompt_function, metrics=(spinebench_metric,)) -> LightevalTaskConfig:
+def _task(
+    name: str, subset: str, prompt_function, metrics=(spinebench_metric,), prompt: str = DEFAULT_PROMPT
+) -> LightevalTaskConfig:
     return LightevalTaskConfig(
         name=f"spinebench:{name}",
         prompt_function=prompt_function,
@@ -228,7 +225,7 @@ def _task(name: str, subset: str, prompt_function, metrics=(spinebench_metric,))
         evaluation_splits=[SPLIT],
         few_shots_split=None,
         few_shots_select=None,
-        generation_size=GENERATION_SIZE,
+        generation_size=GENERATION_SIZE[prompt],
         metrics=list(metrics),
         version=0,
     )
@@ -238,4 +235,12 @@ TASKS_TABLE = [
     *(_task(config, config, prompt_image) for config in CONFIG_NAMES),
     _task("mini_text", "mini", prompt_text_only),
     _task("mini_circular", "mini", prompt_circular, metrics=(spinebench_metric, circular_metric)),
+    *(_task(f"{config}_direct", config, prompt_direct, prompt="direct") for config in ("mini", "full")),
 ]
+
+
+def is_ours(task_name: str) -> bool:
+    return task_name.split("|")[0] in {config.name for config in TASKS_TABLE}
+
+
+item_images.install(is_ours)  # images stay encoded in the Docs and out of the details (evaluation/images.py)

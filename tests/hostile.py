@@ -29,6 +29,10 @@ import numpy as np
 import pydicom
 import pydicom.config
 from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from build.records import slug
@@ -146,7 +150,8 @@ def plant(raw: Path, outside: Path, manifest: dict) -> list[Case]:
     return [*_plant_buu(raw / "buu", outside / "buu", manifest),
             *_plant_csxa(raw / "csxa", outside / "csxa", manifest),
             *_plant_rsna(raw / "rsna", outside / "rsna", manifest),
-            *_plant_vindr(raw / "vindr", outside / "vindr", manifest)]
+            *_plant_vindr(raw / "vindr", outside / "vindr", manifest),
+            *_plant_pixels(raw / "vindr", manifest)]
 
 
 def _plant_buu(folder: Path, outside: Path, manifest: dict) -> list[Case]:
@@ -490,6 +495,102 @@ def _plant_vindr(folder: Path, outside: Path, manifest: dict) -> list[Case]:
     cases.append(Case("vindr", "symlink_release_root_outside", "0-mirror", "reject",
                       r"^symlink to .*mirror leads outside the source folder: folder refused, not searched$",
                       image_id=_image_id("vindr", mirror_id)))
+    return cases
+
+
+# --- pixel files and header values (issue 14 items 3, 8, 9; issue 12 item 8) -------------------------
+
+HEADER_MARKER = "ZZHDRMARK"  # planted into whitelisted header fields: must never reach work/
+BOMB_BYTES = 300 << 20  # what the deflated bomb inflates to: above build.imaging.MAX_FILE_BYTES
+
+
+def _deflated_bomb(donor: Path, out: Path) -> None:
+    """The donor's dataset, deflated, with a private element of BOMB_BYTES zeros: a file of ~300 KB. The
+    zeros are streamed through the compressor, never held."""
+    ds = _dataset(donor)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    _save(ds, out)  # the file meta, then the deflated dataset: re-deflated below with the bomb appended
+    meta_end = 128 + 4 + 12 + int(pydicom.filereader.read_file_meta_info(out).FileMetaInformationGroupLength)
+    head = out.read_bytes()
+    dataset = zlib.decompress(head[meta_end:], -zlib.MAX_WBITS)
+    element = (struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 8) + b"ZZBOMB  "
+               + struct.pack("<HH2sHI", 0x0009, 0x1001, b"OB", 0, BOMB_BYTES))
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [head[:meta_end], deflater.compress(dataset + element)]
+    zeros = bytes(1 << 20)
+    parts += [deflater.compress(zeros) for _ in range(BOMB_BYTES >> 20)]
+    out.write_bytes(b"".join([*parts, deflater.flush()]))
+
+
+def _plant_pixels(folder: Path, manifest: dict) -> list[Case]:
+    """New VinDr images (ids 0x100..) whose pixels or header are odd: each is refused with its reason, or
+    read with a warning, or read with its header values checked; pydicom's own test files among them."""
+    root = folder / vindr.ROOT
+    donor = folder / _donor(manifest, "vindr", transfer_syntax=str(ExplicitVRLittleEndian))["path"]
+    train = root / "annotations" / "train.csv"
+    study, series = "dead" * 8, "cafe" * 8
+    rows: list[list[str]] = []
+    cases: list[Case] = []
+
+    def image(n: int, kind: str, expect: str, reason: str = "", arrives: bool = False) -> Path:
+        image_id = f"{0x100 + n:032x}"
+        rows.append([study, series, image_id, "rad1", "No finding", "", "", "", ""])
+        cases.append(Case("vindr", kind, f"{vindr.ROOT}/train_images/{image_id}.dicom", expect, reason,
+                          image_id=_image_id("vindr", image_id), arrives=arrives))
+        return root / "train_images" / f"{image_id}.dicom"
+
+    def edited(n: int, kind: str, expect: str, reason: str, edit, arrives: bool) -> None:
+        ds = _dataset(donor)
+        pixels = np.roll(ds.pixel_array, 7 * n, axis=0)  # pixels of its own
+        ds.PixelData = pixels.astype("<u2").tobytes()
+        edit(ds, pixels)
+        _save(ds, image(n, kind, expect, reason, arrives))
+
+    def malformed_header(ds: pydicom.Dataset, _: np.ndarray) -> None:
+        for keyword, value in (("ViewPosition", f"{HEADER_MARKER}^VIEW"), ("Modality", HEADER_MARKER),
+                               ("VOILUTFunction", HEADER_MARKER), ("WindowCenter", f"{HEADER_MARKER}\\1"),
+                               ("PixelSpacing", "1e999\\0.1")):
+            tag = Tag(keyword)
+            raw = value.encode() + b" " * (len(value) % 2)
+            ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(raw), raw, 0, False, True)
+
+    def float_pixels(nan: bool):
+        def edit(ds: pydicom.Dataset, pixels: np.ndarray) -> None:
+            values = pixels.astype(np.float32) / 7.0
+            if nan:
+                values[:5] = np.nan
+            del ds.PixelData, ds.PixelRepresentation
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+            ds.FloatPixelData = values.astype("<f4").tobytes()
+        return edit
+
+    def two_frames(ds: pydicom.Dataset, pixels: np.ndarray) -> None:
+        ds.NumberOfFrames = 2
+        ds.PixelData = np.stack([pixels, pixels[::-1]]).astype("<u2").tobytes()
+
+    def padded(ds: pydicom.Dataset, pixels: np.ndarray) -> None:
+        ds.PixelData = pixels.astype("<u2").tobytes() + bytes(2 * pixels.shape[1])  # one row of padding
+
+    edited(1, "header_values_malformed", "accept", "", malformed_header, True)
+    edited(2, "photometric_not_a_term", "reject", r"^PhotometricInterpretation is missing or not a DICOM "
+           r"defined term$", lambda ds, _: setattr(ds, "PhotometricInterpretation", f"{HEADER_MARKER}PI"), False)
+    edited(3, "float32_dicom", "accept", "", float_pixels(nan=False), True)
+    edited(4, "float32_dicom_nan", "warn", r"^[\d,]+ of [\d,]+ pixels are NaN or infinite: shown black$",
+           float_pixels(nan=True), True)
+    edited(5, "multi_frame_where_one_is_read", "warn", r"^multi-frame file \(2 frames\): only frame 0 is used$",
+           two_frames, True)
+    edited(6, "padded_pixel_data", "warn", r"^pixel data has \d+ bytes of trailing padding: ignored$",
+           padded, True)
+    gray = (_dataset(donor).pixel_array >> 4).astype(np.uint8)
+    Image.fromarray(gray[::-1]).save(image(7, "png_named_dicom", "warn", r"^the content is PNG but the name "
+                                           r"says \.dicom: read as PNG$", True), format="PNG")
+    _deflated_bomb(donor, image(8, "deflate_bomb", "reject", r"^deflated dataset inflates to more than "
+                                                            r"[\d,]+ bytes \(a decompression bomb\)"))
+    for n, (name, kind, expect, reason) in enumerate((
+            ("MR_small_padded.dcm", "pydicom_mr_small_padded", "warn", r"trailing padding: ignored$"),
+            ("JPEG-lossy.dcm", "pydicom_12_bit_jpeg_extended", "accept", "")), start=9):
+        shutil.copyfile(get_testdata_file(name), image(n, kind, expect, reason, True))
+    _append_rows(train, rows)
     return cases
 
 

@@ -1,5 +1,7 @@
 """Hard negatives on hand-made embeddings where the right answer is obvious."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,28 @@ def test_a_block_scores_as_it_would_among_all_images(toy, monkeypatch):
     monkeypatch.setattr(distractors, "CHUNK", 2)  # blocks inside the call, too
     block = distractors.disease_similarity(vectors[5:11], np.arange(5, 11), library, lib, "mean")
     assert np.array_equal(block, whole[5:11], equal_nan=True)
+
+
+def test_similarity_ranks_count_from_the_nearest():
+    scores = np.full(len(DISEASES), np.nan)
+    for rank, disease in enumerate(["Osteophytes", "Vertebral collapse", "Foraminal stenosis"]):
+        scores[DISEASES.index(disease)] = 0.9 - 0.1 * rank
+    assert distractors.similarity_ranks("Disc space narrowing", ["Osteophytes", "Foraminal stenosis"], scores) == [1, 3]
+
+
+def test_the_set_balancer_offers_the_whole_family_and_spreads_the_rest():
+    """MRI images: the two other MRI diseases are always offered; the third slot rotates so each set is
+    used with each of its members as gold as evenly as the images allow."""
+    balancer = distractors.SetBalancer(candidates=4)
+    mri = frozenset({"Subarticular stenosis", "Spinal canal stenosis", "Foraminal stenosis", HEALTHY})
+    xray = ["Osteophytes", "Disc space narrowing", "Vertebral collapse", "Spondylolisthesis"]
+    sets = Counter()
+    for n in range(120):
+        truth = sorted(mri)[n % 4]
+        ranked = [d for d in sorted(mri - {HEALTHY}) if d != truth] + xray
+        chosen = balancer.choose(truth, ranked, own=mri)
+        assert len(chosen) == distractors.wanted(truth) and (mri - {truth, HEALTHY}) <= set(chosen)
+        sets[frozenset([truth, HEALTHY, *chosen])] += 1
+    for golds in balancer.gold.values():  # the X-ray member is never gold here: balance among the MRI ones
+        assert max(golds.values()) - min(golds[m] for m in mri) <= 1, golds
+    assert len(sets) > 1  # the free slot is not always the nearest X-ray disease

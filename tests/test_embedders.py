@@ -20,7 +20,9 @@ from build.embedders import (
     EmbeddingCache,
     FallbackEmbedder,
     Siglip2Embedder,
+    default_batch_size,
     embed_with_cache,
+    embedding_progress,
     make_embedder,
 )
 
@@ -63,7 +65,7 @@ class CountingEmbedder:
 
     def __init__(self, inner: embedders.Embedder) -> None:
         self.inner = inner
-        self.name, self.dim = inner.name, inner.dim
+        self.name, self.dim, self.batch_size = inner.name, inner.dim, inner.batch_size
         self.batches: list[int] = []
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -197,6 +199,31 @@ def test_only_misses_are_embedded(tmp_path):
     fresh = embed_with_cache(FallbackEmbedder(), EmbeddingCache(tmp_path / "f.parquet", FallbackEmbedder.name),
                              pairs, rows)
     assert vectors.tobytes() == fresh.tobytes()  # cached rows are the vectors the embedder gives
+
+
+def test_progress_counts_cached_and_embedded_images_once(tmp_path):
+    pairs = items([shape_image(kind, shift=s) for kind in SHAPES for s in (0, 5)])
+    rows = {sha: [row] for row, (sha, _) in enumerate(pairs)}
+    cache = EmbeddingCache(tmp_path / "e.parquet", FallbackEmbedder.name)
+    embed_with_cache(FallbackEmbedder(), cache, pairs[:2], {sha: rows[sha] for sha, _ in pairs[:2]})  # no bar
+    counting = CountingEmbedder(FallbackEmbedder())
+    with embedding_progress(total=2 * len(pairs)) as bar:
+        embed_with_cache(counting, cache, pairs + pairs[:1], rows, batch_size=3)  # 2 cached, 4 new, 1 repeat
+        assert bar.n == len(pairs) and counting.batches == [3, 1]
+        embed_with_cache(counting, cache, pairs, rows)  # a second shard's worth, all cached now
+        assert bar.n == 2 * len(pairs)
+    assert embedders._progress == []
+
+
+def test_batch_size_follows_the_device(tiny_siglip, tmp_path):
+    assert [default_batch_size(d) for d in ("cpu", "cuda", "cuda:1", "mps")] == [32, 256, 256, 32]
+    assert make_embedder(str(tiny_siglip)).batch_size == 32
+    assert make_embedder(str(tiny_siglip), batch_size=5).batch_size == 5
+    counting = CountingEmbedder(FallbackEmbedder())
+    pairs = items([shape_image(SHAPES[0], shift=s) for s in range(40)])
+    cache = EmbeddingCache(tmp_path / "e.parquet", FallbackEmbedder.name)
+    embed_with_cache(counting, cache, pairs, {sha: [row] for row, (sha, _) in enumerate(pairs)})
+    assert counting.batches == [32, 8]  # no batch asked for: the embedder's own
 
 
 def test_an_image_without_pixels_is_an_error(tmp_path):

@@ -72,6 +72,21 @@ def test_card_yaml_parses_with_the_library_readers(built):
     assert "{{" not in text and "Silversorrow/SpineBench" in text and "2510.03160" in text
 
 
+def test_card_opens_with_the_build_and_its_audit_and_has_a_table_per_configuration(built):
+    import json
+
+    body = (built.hub / "README.md").read_text().split("\n---\n", 1)[1]  # after the YAML front matter
+    first = body.split("# SpineBench", 1)[1].strip().split("\n\n", 1)[0]
+    audit = json.loads((built.work / "items_report.json").read_text())["audit"]
+    assert "profile `paper`" in first and "`fallback" in first and "not SigLIP2" in first
+    assert f"{100 * audit['headline']['text_only_full']:.1f}% on full SDD" in first
+    section = body.split("## What a model gets without the image", 1)[1].split("\n## ", 1)[0]
+    for config in ("full", "diagnosis", "localization", "mini"):
+        assert f"**{config}**" in section
+    option_set_prior = audit["configs"]["mini"]["diagnosis"]["option_set_prior"]
+    assert f"| text-only: option-set prior | {100 * option_set_prior:.1f} | - |" in section
+
+
 def test_full_stores_no_file_of_its_own(built):
     assert sorted(p.name for p in (built.hub / "data").iterdir()) == ["diagnosis", "localization", "mini"]
 
@@ -144,13 +159,26 @@ def test_push_dry_run_lists_the_folder_and_sends_nothing(built, capsys, monkeypa
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda *a, **k: pytest.fail("network"))
     parser = push.argparse.ArgumentParser()
     push.add_arguments(parser)
-    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/spinebench"]))
+    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/spinebench",
+                                        "--allow-fallback-embedder", "--allow-unreviewed"]))
     out = capsys.readouterr().out
     assert code == 0 and "dry run" in out
     listed = {line.split()[-1] for line in out.splitlines() if " MB  " in line}
     assert listed == {name for name, _ in push.plan(built.hub)}
     assert {"README.md", "LICENSE.md", "spinebench_build.json"} <= listed
     assert all(not name.endswith(".py") for name in listed)
+
+
+@pytest.mark.parametrize("allowed", [[], ["--allow-fallback-embedder"], ["--allow-unreviewed"]])
+def test_push_refuses_a_fallback_or_unreviewed_build_unless_told(built, capsys, allowed):
+    """The demo build has fallback hard negatives and no review: each needs its own explicit flag."""
+    parser = push.argparse.ArgumentParser()
+    push.add_arguments(parser)
+    code = push.main(parser.parse_args(["--out", str(built.hub.parent), "--repo", "org/x", *allowed]))
+    out = capsys.readouterr().out
+    assert code == 1 and " MB  " not in out
+    assert ("fallback" in out) == ("--allow-fallback-embedder" not in allowed)
+    assert ("review" in out) == ("--allow-unreviewed" not in allowed)
 
 
 def test_push_refuses_a_folder_that_fails_the_checks(built, tmp_path, capsys):

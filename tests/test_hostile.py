@@ -20,7 +20,7 @@ import pytest
 
 from build import artifacts, cells, config, export, ingest, items
 from build.imaging import standardize_file
-from hostile import FORGED_LINE, FORMULA, ZIP_ESCAPE, plant, remove_planted_rejects
+from hostile import FORGED_LINE, FORMULA, HEADER_MARKER, ZIP_ESCAPE, plant, remove_planted_rejects
 from test_ingest import expected_disease, planted_id
 from test_leakage import leaks
 
@@ -273,3 +273,31 @@ def test_LEAD_exit_code_says_whether_input_was_rejected(built, hostile, tmp_path
     assert sum(clean_report["counts"]["images"].values()) == len(built.manifest["images"])
     codes = {name: process.returncode for name, process in processes.items()}
     assert codes == {"replicas": 3, "hostile": 3, "clean": 0}
+
+
+# --- pixel files and header values (tests/hostile.py _plant_pixels) ---------------------------------
+
+
+def test_the_pixel_corpus_covers_what_it_promises(hostile):
+    kinds = {case.kind for case in hostile.cases}
+    for kind in ("header_values_malformed", "photometric_not_a_term", "float32_dicom", "float32_dicom_nan",
+                 "multi_frame_where_one_is_read", "padded_pixel_data", "png_named_dicom", "deflate_bomb",
+                 "pydicom_mr_small_padded", "pydicom_12_bit_jpeg_extended"):
+        assert kind in kinds, kind
+
+
+def test_malformed_header_values_never_reach_work(hostile):
+    """Planted into ViewPosition, Modality, VOILUTFunction, WindowCenter and PixelSpacing (and a
+    PhotometricInterpretation): none may be in records.parquet, a sidecar or a report."""
+    assert leaks(hostile.work, [HEADER_MARKER, "1e999"]) == []
+    case = next(case for case in hostile.cases if case.kind == "header_values_malformed")
+    header = json.loads(hostile.records[case.image_id]["header"])
+    assert set(header["invalid_fields"].split(",")) == {"Modality", "WindowCenter", "VOILUTFunction",
+                                                        "PixelSpacing", "ViewPosition"}
+
+
+def test_float_and_12_bit_files_come_out_as_real_pictures(hostile):
+    for kind in ("float32_dicom", "float32_dicom_nan", "pydicom_12_bit_jpeg_extended", "png_named_dicom",
+                 "pydicom_mr_small_padded"):
+        case = next(case for case in hostile.cases if case.kind == kind)
+        assert hostile.records[case.image_id]["contrast"] > 0.05, kind

@@ -611,9 +611,9 @@ def test_reduced_decode_decodes_fewer_pixels(tmp_path):
 
     for name, (path, size) in reduced_cases(tmp_path).items():
         if imaging._is_dicom(path):
-            pixels = imaging._read_dicom(path, 0, (0.5, 99.5), None, REDUCED_SIDE)[0]
+            pixels = imaging._read_dicom(path, 0, (0.5, 99.5), None, [], REDUCED_SIDE)[0]
         else:
-            pixels = imaging._read_picture(path, 0, (0.5, 99.5), REDUCED_SIDE)[0]
+            pixels = imaging._read_picture(path, 0, (0.5, 99.5), [], REDUCED_SIDE)[0]
         assert pixels.shape[::-1] == (size or (1100, 900)), name
 
 
@@ -702,7 +702,7 @@ def test_jpeg2000_side_of_one_modulo_four_still_decodes_at_level_2(tmp_path):
     from build import imaging
 
     path = write_dicom(tmp_path / "odd.dcm", radiograph(902, 1101, 12), bits_stored=12, syntax=JPEG2000Lossless)
-    pixels = imaging._read_dicom(path, 0, (0.5, 99.5), None, REDUCED_SIDE)[0]
+    pixels = imaging._read_dicom(path, 0, (0.5, 99.5), None, [], REDUCED_SIDE)[0]
     assert pixels.shape == (226, 276)  # ceil(902 / 4), ceil(1101 / 4)
     a = pixels_of(standardize_file(path, max_side=REDUCED_SIDE, reduced_decode=False))
     b = pixels_of(standardize_file(path, max_side=REDUCED_SIDE))

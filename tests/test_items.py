@@ -195,3 +195,49 @@ def test_paper_quotas_fill_on_a_large_enough_replica(tmp_path):
         capped = [d for d in available if chosen[d] < available[d]]  # diseases that had more to give
         assert capped and max(chosen[d] for d in capped) - min(chosen[d] for d in capped) <= 1, chosen
         assert all(chosen[d] >= min(chosen[c] for c in capped) or chosen[d] == available[d] for d in available)
+
+
+@pytest.fixture(scope="module")
+def valid(built, tmp_path_factory):
+    work = tmp_path_factory.mktemp("valid") / "work"
+    profile = config.profile("valid")
+    ingest.ingest(built.raw, work, profile, workers=2)
+    items.make_items(work, profile, "fallback", 32, "cpu", None)
+    return work
+
+
+def audit_of(work):
+    return json.loads((work / "items_report.json").read_text())["audit"]
+
+
+def test_every_items_run_writes_the_audit_for_every_configuration(built, valid):
+    for work in (built.work, valid):
+        found = audit_of(work)
+        assert set(found["configs"]) == {"full", "diagnosis", "localization", "mini"}
+        assert found == json.loads((work / items.ITEMS_SETTINGS).read_text())["audit"]
+        assert found["mean_distractor_similarity_rank"] >= 1
+
+
+def test_the_paper_leak_is_measured_and_the_valid_profile_removes_most_of_it(built, valid):
+    paper, ours = (audit_of(w)["configs"]["full"]["diagnosis"] for w in (built.work, valid))
+    assert paper["option_set_prior"] > 0.5  # the paper's rule: the option set tells the gold
+    assert ours["option_set_prior"] < paper["option_set_prior"] - 0.2
+    assert ours["lone_family"] < paper["lone_family"]
+
+
+def test_valid_labels_healthy_on_mri_and_asks_sdd_only_of_slices_that_show_every_condition(valid):
+    qa = load(valid)
+    rsna = [i for i in by_task(qa, "diagnosis") if i["source"] == "rsna"]
+    assert rsna and {i["view"] for i in rsna} == {"Axial T2"}
+    assert HEALTHY in {i["disease"] for i in rsna}
+    assert len({i["disease"] for i in rsna}) == 4  # subarticular, canal, foraminal, healthy
+    for item in by_task(qa, "diagnosis"):
+        assert len(set(item["present"]) - {HEALTHY}) <= 1 and item["disease"] in item["options"]
+    assert any(i["source"] == "rsna" and i["view"] != "Axial T2" for i in by_task(qa, "localization"))
+
+
+def test_items_refuse_a_profile_whose_ingest_settings_differ(built, capsys):
+    parser = items.argparse.ArgumentParser()
+    items.add_arguments(parser)
+    with pytest.raises(SystemExit, match="rerun ingest"):
+        items.main(parser.parse_args(["--work", str(built.work), "--profile", "clinical"]))

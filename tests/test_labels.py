@@ -90,3 +90,49 @@ def test_buu_slip_levels_and_normal(label_map):
     normal, _ = label_map.apply(record("buu", Finding("normal")))
     assert (slip.disease, slip.levels) == ("Spondylolisthesis", ("L4/L5",))
     assert (normal.disease, normal.levels) == ("Healthy", ())
+
+
+def test_multi_lesion_rules():
+    """Two osteophyte boxes and one of disc space narrowing: the priority list says narrowing, the box
+    count says osteophytes (the authors' shares: Osteophytes dominate)."""
+    image = record("vindr", Finding("Disc space narrowing"), Finding("Osteophytes"), Finding("Osteophytes"))
+    rules = {}
+    for rule in ("priority", "most_boxes", "per_lesion"):
+        profile = {**config.profile("clinical"), "labels": {"rsna_grades": ["Moderate"], "multi_lesion": rule}}
+        rules[rule], _ = LabelMap.from_config(profile).apply(image)
+    assert rules["priority"].disease == rules["per_lesion"].disease == "Disc space narrowing"
+    assert rules["most_boxes"].disease == "Osteophytes"
+    assert rules["most_boxes"].present == ("Disc space narrowing", "Osteophytes")
+    assert LabelMap.from_config(config.profile("paper")).multi_lesion == "most_boxes"
+    with pytest.raises(SystemExit, match="multi_lesion"):
+        LabelMap.from_config({"name": "x", "labels": {"rsna_grades": ["Moderate"], "multi_lesion": "rarest"}})
+
+
+def test_valid_makes_a_graded_normal_slice_healthy_and_still_drops_an_ungraded_one():
+    valid = LabelMap.from_config(config.profile("valid"))
+    normal, _ = valid.apply(record("rsna", Finding("Left Subarticular Stenosis", "L2/L3", "Normal/Mild")))
+    assert normal == Labelled("Healthy", ("Healthy",), (), "Normal/Mild")
+    ungraded, _ = valid.apply(record("rsna", Finding("Left Subarticular Stenosis", "L2/L3", None)))
+    assert isinstance(ungraded, Dropped)
+
+
+def rsna_row(view: str, disease: str, levels: list[str], *findings: tuple[str, str, str | None]) -> dict:
+    return {"source": "rsna", "patient_id": "s1", "view": view, "disease": disease, "present": [disease],
+            "levels": levels, "severity": None,
+            "findings": [{"label": c, "level": lv, "severity": g} for c, lv, g in findings]}
+
+
+def test_an_axial_slice_takes_every_condition_its_study_grades_at_its_level():
+    from build.labels import relabel_by_study
+
+    axial = rsna_row("Axial T2", "Subarticular stenosis", ["L4/L5"],
+                     ("Left Subarticular Stenosis", "L4/L5", "Moderate"))
+    canal = rsna_row("Sagittal T2/STIR", "Spinal canal stenosis", ["L4/L5"],
+                     ("Spinal Canal Stenosis", "L4/L5", "Severe"), ("Spinal Canal Stenosis", "L1/L2", "Normal/Mild"))
+    quiet = rsna_row("Axial T2", "Healthy", [], ("Left Subarticular Stenosis", "L1/L2", "Normal/Mild"))
+    rows = [axial, canal, quiet]
+    changed = relabel_by_study(rows, LabelMap.from_config(config.profile("valid")), ["Axial T2"])
+    assert changed == 1  # the axial slice at L4/L5; the L1/L2 one stays Healthy (canal normal there too)
+    assert axial["present"] == ["Subarticular stenosis", "Spinal canal stenosis"]
+    assert axial["disease"] == "Subarticular stenosis" and axial["levels"] == ["L4/L5"]
+    assert canal["present"] == ["Spinal canal stenosis"] and quiet["disease"] == "Healthy"

@@ -20,14 +20,17 @@ import pytest
 import requests
 
 from evaluation.offline import make_lighteval_offline_safe, tiny_benchmarks_placeholder
+from evaluation.prompts import WITHHELD
 from hub_fixture import write_hub_folder
 from spinebench import HEALTHY, LETTERS
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_FILE = ROOT / "evaluation" / "spinebench_tasks.py"
 MODEL_FILE = ROOT / "evaluation" / "baselines.py"
-TASKS = ("full", "diagnosis", "localization", "mini", "mini_text", "mini_circular")
-SUBSET = {"mini_text": "mini", "mini_circular": "mini"}
+TASKS = (
+    "full", "diagnosis", "localization", "mini", "mini_text", "mini_circular", "mini_direct", "full_direct"
+)
+SUBSET = {"mini_text": "mini", "mini_circular": "mini", "mini_direct": "mini", "full_direct": "full"}
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 SDD_KEYS = ("acc_dis", "parse_fail_dis")
 SLL_KEYS = ("acc_loc", "pre_loc", "recall_loc", "parse_fail_loc")
@@ -168,8 +171,9 @@ def test_always_a_scores_the_share_of_gold_a(hub, tmp_path):
 def test_mini_text_sends_no_image(hub, tmp_path):
     details = run(hub, "oracle", tmp_path, tasks=("mini", "mini_text")).get_details()
     with_image, text_only = details["spinebench:mini|0"], details["spinebench:mini_text|0"]
-    assert all(len(d.doc.images) == 1 and d.doc.images[0].mode == "RGB" for d in with_image)
-    assert all(d.doc.images == [] and "No image is available" in d.doc.query for d in text_only)
+    assert all(d.doc.images == [d.doc.specific["id"]] for d in with_image)  # details: the id, not the pixels
+    assert all(d.doc.images == [] and WITHHELD in d.doc.query for d in text_only)
+    assert {d.doc.specific["prompt"] for d in with_image + text_only} == {"paper"}
     assert len(text_only) == len(with_image) == len(rows(hub, "mini"))
 
 

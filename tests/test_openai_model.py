@@ -33,7 +33,7 @@ from PIL import Image
 
 from evaluation import spinebench_tasks
 from evaluation.openai_model import EndpointError, OpenAIModel, Settings
-from evaluation.prompts import build_prompt, final_line
+from evaluation.prompts import WITHHELD, build_prompt, final_line
 from hub_fixture import write_hub_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,8 @@ class Stub:
     """What the fake endpoint answers, and what it saw."""
 
     answers: dict[Key, str]
-    script: list[int] = field(default_factory=list)  # statuses of the first calls, then normal replies
+    # the first calls' statuses, or a 200's body (a dict), then normal replies
+    script: list[int | dict] = field(default_factory=list)
     delay: Callable[[int], float] = lambda call: 0.0  # seconds to wait before answering call number n
     requests: list[dict] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -88,10 +89,13 @@ class Stub:
         try:
             time.sleep(self.delay(call))
             status = self.script[call] if call < len(self.script) else 200
+            if isinstance(status, dict):
+                return 200, status
             if status != 200:
                 return status, {"error": {"message": f"scripted {status}; key was {SECRET}"}}
             reply = self.answers.get(request["key"], "I cannot tell.")
-            return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
+            return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                      "finish_reason": "stop"}]}
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -106,7 +110,7 @@ class Stub:
         text, *images = message["content"]
         if message["role"] != "user" or text["type"] != "text" or payload["temperature"] != 0:
             raise ValueError(f"unexpected request {payload}")
-        expected = 0 if "No image is available" in text["text"] else 1
+        expected = 0 if WITHHELD in text["text"] else 1
         if len(images) != expected:
             raise ValueError(f"{len(images)} images, expected {expected}")
         digest = None
@@ -168,7 +172,7 @@ def make_docs(hub: Path, config: str, prompt=spinebench_tasks.prompt_image) -> l
     for index, row in enumerate(datasets.load_dataset(str(hub), config, split="test")):
         doc = prompt(row, f"spinebench:{config}|0")
         doc.id, doc.task_name = str(index), f"spinebench:{config}|0"
-        doc.generation_size = spinebench_tasks.GENERATION_SIZE
+        doc.generation_size = spinebench_tasks.GENERATION_SIZE["paper"]
         docs.append(doc)
     return docs
 
@@ -222,7 +226,7 @@ def test_replies_keep_order_overlap_and_come_from_cache_the_second_time(hub, tmp
     assert [r.text for r in again] == [r.text for r in responses]
     assert sum(request["key"][1] is None for request in stub.requests) == len(docs) - len(image_docs)
     first = stub.requests[0]
-    assert (first["model"], first["max_tokens"]) == (SERVED, spinebench_tasks.GENERATION_SIZE)
+    assert (first["model"], first["max_tokens"]) == (SERVED, spinebench_tasks.GENERATION_SIZE["paper"])
     assert first["headers"]["Authorization"] == f"Bearer {SECRET}"
 
 
@@ -287,6 +291,44 @@ def test_refused_key_stops_the_run_without_showing_it(hub, tmp_path, monkeypatch
     assert SECRET not in str(raised.value)
 
 
+def completion(content, finish_reason="stop") -> dict:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason}]}
+
+
+def test_null_or_empty_content_is_a_failed_request_retried_on_rerun(hub, tmp_path, monkeypatch, caplog):
+    docs = make_docs(hub, "mini")[:3]
+    # item 0: null content twice; item 1: blank content twice; item 2 answers (no retries left for 0, 1)
+    stub = Stub(gold_table(hub, "mini"), script=[completion(None), completion(None), completion("  \n"),
+                                                completion("")])
+    with serve(stub) as base:
+        model = make_model(
+            monkeypatch, tmp_path, base, SPINEBENCH_API_CONCURRENCY="1", SPINEBENCH_API_RETRIES="1"
+        )
+        with caplog.at_level(logging.WARNING, logger="evaluation.openai_model"):
+            responses = model.greedy_until(docs)
+        assert [response.text for response in responses[:2]] == [[""], [""]]
+        assert [response.finish_reason for response in responses] == ["failed", "failed", "stop"]
+        assert "2 of 3 requests failed" in caplog.text and "empty reply" in caplog.text
+        sent = len(stub.requests)
+        again = model.greedy_until(docs)  # only the two failed items are asked again, and now answer
+    assert len(stub.requests) == sent + 2
+    assert all(all_right(figures) for figures in scores(docs, again))
+
+
+def test_reply_cut_by_the_budget_is_kept_with_its_finish_reason(hub, tmp_path, monkeypatch):
+    docs = make_docs(hub, "mini")[:2]
+    script = [completion(None, "length"), completion("The disc", "length")]
+    stub = Stub(gold_table(hub, "mini"), script=script)
+    with serve(stub) as base:
+        model = make_model(monkeypatch, tmp_path, base, SPINEBENCH_API_CONCURRENCY="1")
+        first = model.greedy_until(docs)
+        again = model.greedy_until(docs)  # from lighteval's cache, finish reasons included
+    assert len(stub.requests) == 2
+    for responses in (first, again):
+        assert [(r.text, r.finish_reason) for r in responses] == [([""], "length"), (["The disc"], "length")]
+
+
 def test_failing_endpoint_stops_after_a_streak_and_keeps_earlier_replies(hub, tmp_path, monkeypatch):
     docs = make_docs(hub, "full") + make_docs(hub, "mini")
     answers = gold_table(hub, "full")
@@ -331,6 +373,31 @@ def test_settings_defaults_and_repr_hides_the_key(monkeypatch):
     assert settings.bases == ("http://a:8000/v1", "http://b:8000/v1")
     assert (settings.model, settings.concurrency, settings.max_tokens) == ("gpt-4o", 8, None)
     assert SECRET not in repr(settings)
+
+
+def lighteval_openai(hub: Path, tmp_path: Path, base: str, task: str = "spinebench:mini|0"):
+    command = [
+        str(Path(sys.executable).with_name("lighteval")), "custom", "openai", str(MODEL_FILE), task,
+        "--custom-tasks", str(TASK_FILE), "--output-dir", str(tmp_path / "out"), "--save-details",
+    ]
+    env = {
+        **os.environ, **OFFLINE, "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),
+        "SPINEBENCH_REPO": str(hub), "SPINEBENCH_API_BASE": base, "SPINEBENCH_API_MODEL": SERVED,
+        "SPINEBENCH_API_KEY": SECRET, "SPINEBENCH_API_CONCURRENCY": "8",
+    }
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("status, hint", [(401, "check SPINEBENCH_API_KEY"), (403, "has no access")])
+def test_refused_key_ends_the_command_with_one_line_and_a_hint(hub, tmp_path, status, hint):
+    stub = Stub(gold_table(hub, "mini"), script=[status] * 100)
+    with serve(stub) as base:
+        done = lighteval_openai(hub, tmp_path, base)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the endpoint stopped the run")
+    assert f"HTTP {status}" in last and hint in last
 
 
 # The real command line on the exported Hub folder of the session build.

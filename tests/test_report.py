@@ -34,17 +34,20 @@ DATE, OLDER = "2025-02-01T00-00-00.000000", "2025-01-01T00-00-00.000000"
 MODEL, NESTED = "hand-model", "org/hand-model"
 
 
-def write_details(run_dir: Path, model: str, task: str, date: str, rows: list[dict]) -> None:
-    """One details Parquet in lighteval 0.13's layout: doc.specific, model_response.text, metric."""
+def write_details(run_dir: Path, model: str, task: str, date: str, rows: list[dict],
+                  finish_reasons: list[str] | None = None) -> None:
+    """One details Parquet in lighteval 0.13's layout: doc.specific, model_response.text, metric (and the
+    endpoint model's model_response.finish_reason when given)."""
     folder = run_dir / "details" / model / date
     folder.mkdir(parents=True, exist_ok=True)
     records = [
         {
             "doc": {"query": "(prompt)", "specific": row["specific"]},
             "metric": row["metric"],
-            "model_response": {"text": [row["reply"]], "text_post_processed": None},
+            "model_response": {"text": [row["reply"]], "text_post_processed": None,
+                               **({"finish_reason": finish_reasons[index]} if finish_reasons else {})},
         }
-        for row in rows
+        for index, row in enumerate(rows)
     ]
     pq.write_table(pa.Table.from_pylist(records), folder / f"details_{task}_{date}.parquet")
 
@@ -169,7 +172,11 @@ def test_intervals_contain_the_point_and_are_deterministic(hand_run, hand_report
     estimates = [*hand_report["models"][MODEL]["table"].values()]
     estimates += [row for rows in hand_report["models"][MODEL]["breakdowns"].values() for row in rows]
     for figure in estimates:
+        if figure["lo"] is None:  # one patient with mixed items: nothing to resample
+            assert figure["interval"] == "n too small", figure
+            continue
         assert figure["lo"] <= figure["value"] <= figure["hi"], figure
+        assert figure["lo"] < figure["hi"], figure  # never [x, x]
     assert rp.build_report(hand_run, "spinebench:mini") == hand_report
     table = hand_report["models"][MODEL]["table"]
     assert table["sdd_acc"]["lo"] < table["sdd_acc"]["hi"]  # the resamples do vary
@@ -191,18 +198,29 @@ def test_bootstrap_resamples_patients_not_items():
     assert np.ptp(np.percentile(independent.draws(np.tile(values, 5), everything), [2.5, 97.5])) < width
 
 
-def test_one_patient_gives_a_point_interval():
+def test_one_patient_gives_no_interval_rather_than_a_point():
     bootstrap = rp.ClusterBootstrap(["p"] * 4, resamples=100)
     assert bootstrap.means(np.array([1.0, 0.0, 0.0, 1.0]), np.array([[True, True, True, True]])) == [
-        {"value": 0.5, "lo": 0.5, "hi": 0.5, "n": 4}]
+        {"value": 0.5, "lo": None, "hi": None, "n": 4, "interval": "n too small"}]
+
+
+def test_subgroup_where_every_item_agrees_gets_a_wilson_interval_over_patients():
+    """3 of 3 patients right (6 items): Wilson 95% for 3/3 is [0.4385, 1]; 0 of 1 is [0, 0.7935]."""
+    bootstrap = rp.ClusterBootstrap(["a", "a", "b", "b", "c", "d"], resamples=200)
+    values = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    masks = np.array([[True] * 5 + [False], [False] * 5 + [True]])
+    right, wrong = bootstrap.means(values, masks)
+    assert (right["lo"], right["hi"], right["interval"], right["n"]) == (
+        pytest.approx(0.43850, abs=1e-4), 1.0, "wilson", 5)
+    assert (wrong["lo"], wrong["hi"]) == (0.0, pytest.approx(0.79346, abs=1e-4))
+    assert rp._with_ci(right) == "100.00 [43.85, 100.00] W"
 
 
 def test_bare_string_reply():
     """lighteval's VLM backend saves the reply as one string, post-processed into characters."""
-    assert reply_text("My final option: [B]", list("My final")) == (
-        "My final option: [B]")
-    assert reply_text(["raw"], ["post"]) == "post"
-    assert reply_text(["raw"], None) == "raw"
+    assert reply_text("My final option: [B]") == "My final option: [B]"
+    assert reply_text(["<think>x</think>raw"]) == "<think>x</think>raw"  # extract.py strips reasoning itself
+    assert reply_text([]) == ""
 
 
 def test_paper_rows_are_the_papers_table():
@@ -271,3 +289,65 @@ def test_end_to_end_after_lighteval_custom(tmp_path):
                          "sll_recall": "recall_loc"}.items():
         assert summary["table"][name]["value"] == pytest.approx(lighteval[metric]), name
     assert f"| always-a | {100 * sum(sdd) / len(sdd):.2f} [" in shown.stdout
+
+
+def test_the_builds_audit_appears_as_baseline_rows(tmp_path):
+    from build import audit as build_audit
+    from spinebench import BUILD_INFO
+
+    items = [{"id": f"{n}", "task": "diagnosis", "options": ["Osteophytes", "Healthy", "Disc space narrowing",
+              "Vertebral collapse", "Spondylolisthesis"], "answer_text": ["Osteophytes"], "answer": ["A"],
+              "disease": "Osteophytes", "source": "vindr", "patient_id": f"p{n}", "modality": "X-ray",
+              "region": "lumbar", "view": "AP", "question_id": "q", "mini": True} for n in range(40)]
+    found = build_audit.audit(items, seed=0)
+    (tmp_path / BUILD_INFO).write_text(json.dumps({"items": {"audit": found}}))
+    rows = rp.audit_baselines(tmp_path, "spinebench:mini|0")
+    assert rows["config"] == "mini" and ["always Healthy", "0.0", "-"] in rows["rows"]
+    assert ["text-only: option-set prior", "100.0", "-"] in rows["rows"]  # one gold, always: learned
+    text = "\n".join(rp.audit_lines(rows))
+    assert "| text-only: option-set prior | 100.0 | - |" in text
+    assert rp.audit_baselines(tmp_path / "missing", "spinebench:mini") is None
+
+
+def test_runs_show_the_prompt_and_the_share_cut_by_the_budget(tmp_path):
+    mini, _ = hand_rows()
+    rows = [{**row, "specific": {**row["specific"], "prompt": "paper"}} for row in mini]
+    finish = ["stop", "length", "failed", "stop", "stop", "stop", "length", "stop", "stop", "stop"]
+    write_details(tmp_path / "run", "endpoint", "spinebench:mini|0", DATE, rows, finish)
+    write_details(tmp_path / "run", MODEL, "spinebench:mini|0", DATE, mini)  # saved before prompts were
+    report = rp.build_report(tmp_path / "run", "spinebench:mini")
+    endpoint, local = report["models"]["endpoint"], report["models"][MODEL]
+    # 10 finish reasons known, 1 request failed, 2 of the 9 replies received were cut
+    assert endpoint["budget"] == {
+        "known": 10, "received": 9, "cut": 2, "failed": 1, "cut_rate": pytest.approx(2 / 9)}
+    assert (endpoint["prompts"], local["prompts"]) == (["paper"], ["unrecorded"])
+    assert local["budget"]["known"] == 0
+    text = rp.markdown(report, [])
+    assert "| endpoint | paper | 10 | 2 of 9 (22.22%) | 1 |" in text
+    assert f"| {MODEL} | unrecorded | 10 | not saved | not saved |" in text
+
+
+def test_baseline_rows_appear_beside_the_models(hand_run, tmp_path):
+    baselines = tmp_path / "baselines.yaml"
+    baselines.write_text(yaml.safe_dump({"source": "validity audit, items_report.json", "rows": [
+        {"model": "text-only attack", "sdd_acc": 0.82, "sll_acc": 0.1, "note": "option-set prior"},
+        {"name": "always all five levels", "sll_acc": 0.335, "sll_pre": 0.4, "sll_recall": 1.0},
+    ]}))
+    report = rp.build_report(hand_run, "spinebench:mini", baselines=baselines)
+    text = rp.headline(report)
+    assert "| text-only attack ‡ | 82.00 | 10.00 | - | - | 46.00 |" in text  # Overall = (82 + 10) / 2
+    assert "| always all five levels ‡ | - | 33.50 | 40.00 | 100.00 | - |" in text
+    assert text.index("| org/hand-model |") < text.index("text-only attack ‡") < text.index("Random †")
+    assert "validity audit, items_report.json" in text and "option-set prior" in text
+
+
+@pytest.mark.parametrize("content, reason", [("rows: 3\n", "expected a list"),
+                                             ("- {model: x, sdd_acc: 82}\n", "less than or equal to 1"),
+                                             ("- {sdd_acc: 0.2}\n", "model")])
+def test_bad_baselines_file_is_named_and_nothing_is_written(hand_run, tmp_path, capsys, content, reason):
+    bad = tmp_path / "baselines.yaml"
+    bad.write_text(content)
+    command = ["report", str(hand_run), "--out", str(tmp_path / "r"), "--baselines", str(bad)]
+    assert evaluation_main(command) == 1
+    error = capsys.readouterr().err
+    assert str(bad) in error and reason in error and not (tmp_path / "r").exists()

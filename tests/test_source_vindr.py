@@ -39,7 +39,7 @@ HEADERS = {  # image -> tags written into its DICOM
 }
 TRAIN = [
     (S1, A, "rad1", "Osteophytes", BOX),
-    (S1, A, "rad2", "Osteophytes", ("10", "20", "30", "40")),  # a second box of one lesion: one finding
+    (S1, A, "rad2", "Osteophytes", ("10", "20", "30", "40")),  # a second box: a second finding (`most_boxes` counts them)
     (S1, A, "rad1", "Disc space narrowing", BOX),
     (S1, B, "rad1", "No finding", EMPTY_BOX),
     (S1, B, "rad2", "No finding", EMPTY_BOX),
@@ -106,7 +106,7 @@ def test_records_match_the_planted_release(tmp_path: Path) -> None:
     assert got[A] == SourceRecord(
         source="vindr", image_key=A, patient_id=S1, modality="X-ray", region="cervical", view="lateral",
         path=f"train_images/{A}.dicom",  # relative to the release root, whatever the layout
-        findings=(Finding("Disc space narrowing"), Finding("Osteophytes")), sex="F", age=56,
+        findings=(Finding("Disc space narrowing"), Finding("Osteophytes"), Finding("Osteophytes")), sex="F", age=56,
     )
     assert [(got[i].region, got[i].view, got[i].sex, got[i].age) for i in (B, C, D, E)] == [
         ("lumbar", "AP", "M", 41), ("lumbar", "lateral", None, None), ("unknown", "unknown", None, None),
@@ -136,7 +136,8 @@ def test_degenerate_boxes_lose_the_box_bad_ones_the_row_never_the_image(tmp_path
     plant(tmp_path, train=TRAIN + bad)
     records, report = read(tmp_path)
     assert by_key(records)[A].findings == (Finding("Disc space narrowing"), Finding("Osteophytes"),
-                                           Finding("Vertebral collapse"))  # from the degenerate rows
+                                           Finding("Osteophytes"),  # two good boxes: two findings
+                                           Finding("Vertebral collapse"))  # from the degenerate rows: once
     assert by_key(records)[C].findings == (Finding("Osteophytes"), Finding("Spondylolysthesis"))
     assert [(issue.row, issue.reason.split(" box")[0]) for issue in report.rejected] == [
         (12, "non-numeric"), (13, "non-numeric"), (14, "non-finite")]
@@ -171,7 +172,7 @@ def test_the_reader_never_opens_the_image(tmp_path: Path, damage: str) -> None:
     path.write_bytes(b"this is not DICOM" * 20 if damage == "garbage" else path.read_bytes()[:300])
     records, report = read(tmp_path)
     record = by_key(records)[A]
-    assert record.findings == (Finding("Disc space narrowing"), Finding("Osteophytes"))
+    assert record.findings == (Finding("Disc space narrowing"), Finding("Osteophytes"), Finding("Osteophytes"))
     assert not report.rejected and len(report.warnings) == 1  # only the contradiction on D
     with pytest.raises(ImageError):
         with_header_facts(tmp_path, record)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from build import subset
 from build.subset import allocate, quality, select
 
 
@@ -37,3 +38,18 @@ def test_select_is_balanced_and_deterministic():
     assert share == {"c": 40, "b": 130, "a": 130}
     assert len(chosen) == 300
     assert select(ids, groups, patients, scores, 300, seed=5)[0] == chosen
+
+
+def test_avoided_ids_are_taken_only_when_their_group_has_nothing_else():
+    ids = [f"i{n}" for n in range(6)]
+    chosen, _ = subset.select(ids, ["a"] * 4 + ["b"] * 2, [f"p{n}" for n in range(6)], [1.0] * 6, 4, seed=0,
+                              avoid=[True, False, False, True, True, True])
+    assert set(chosen) == {"i1", "i2", "i4", "i5"}  # group a's two free ids; group b has only avoided ones
+
+
+def test_a_max_share_cuts_the_subset_until_no_group_dominates():
+    available = {"big": 100, "mid": 10, "small": 5}
+    total = subset.capped_total(available, 100, 0.5)
+    share = subset.allocate(available, total)
+    assert max(share.values()) <= 0.5 * total and total == 30  # 15 + 10 + 5: one more and big > half
+    assert subset.capped_total({"only": 50}, 10, 0.5) == 0

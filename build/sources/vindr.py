@@ -1,7 +1,8 @@
 """Reader of the VinDr-SpineXR release (SOURCES.md §4).
 
-One record per image_id of annotations/train.csv and annotations/test.csv, with one finding per distinct
-lesion_type on the image (boxes collapse; the strings stay as written, the label map judges them).
+One record per image_id of annotations/train.csv and annotations/test.csv, with one finding per box (per
+row: the multi-lesion rule `most_boxes` counts them; `No finding` once), the strings as written (the label
+map judges them).
 Region, view, sex and age come from four DICOM header tags. The reader opens no image file: it yields them
 unknown, and `header_facts` fills them in inside the ingest worker that parses the file for its pixels
 anyway, so each file is read once (a file that cannot be parsed is rejected there with the reason). An
@@ -66,6 +67,7 @@ class _Image:
     study_id: str
     lines: list[int] = field(default_factory=list)
     rads: dict[str, set[str]] = field(default_factory=dict)  # lesion_type -> rad_ids
+    boxes: dict[str, int] = field(default_factory=dict)  # lesion_type -> accepted rows (boxes)
 
 
 def signature(release: Release) -> bool:
@@ -95,7 +97,8 @@ def read(release: Release, report: StageReport) -> Iterator[SourceRecord]:
             region=UNKNOWN,  # until header_facts
             view=UNKNOWN,
             path=path,
-            findings=tuple(Finding(label) for label in sorted(image.rads)),
+            findings=tuple(Finding(label) for label in sorted(image.rads)
+                           for _ in range(1 if label == NO_FINDING else max(1, image.boxes.get(label, 0)))),
         )
 
 
@@ -129,6 +132,8 @@ def _annotated_images(release: Release, report: StageReport) -> dict[str, _Image
                 report.warn(SOURCE, shown, f"unknown lesion_type {lesion!r}, kept as written", row=line)
             image.lines.append(line)
             image.rads.setdefault(lesion, set()).add(row["rad_id"])
+            if not degenerate:  # a dropped box keeps its label (once) but is not counted by `most_boxes`
+                image.boxes[lesion] = image.boxes.get(lesion, 0) + 1
     return images
 
 
