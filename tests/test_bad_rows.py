@@ -47,7 +47,7 @@ def test_a_windows_1252_byte_in_vindr_train_csv_costs_only_its_row(tmp_path):
     report = StageReport("ingest")
     records = {r.image_key: r for r in vindr.read_release(tmp_path, report)}
     assert len(records) == 5  # every image arrives; A only loses the finding of the bad row
-    assert [f.label for f in records[vindr_case.A].findings] == ["Osteophytes"]
+    assert {f.label for f in records[vindr_case.A].findings} == {"Osteophytes"}  # its two boxes stay
     assert [(i.path, i.row, i.reason) for i in report.rejected] == [
         (f"{vindr_case.RELEASE}/annotations/train.csv", 4, f"{CP1252}, skipped")]
 
