@@ -150,6 +150,11 @@ class Job:
         """The file as reports name it (relative to RAW/<source>)."""
         return self.release.shown(self.member)
 
+    @property
+    def path(self) -> Path | None:
+        """The file on disk; None for a zip member (the worker reads its bytes)."""
+        return self.release.path(self.member)
+
 
 def ingest(raw: Path, work: Path, profile: dict[str, Any], workers: int, sources: Iterable[str] = SOURCES
            ) -> StageReport:
