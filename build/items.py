@@ -116,12 +116,13 @@ def make_items(work: Path, profile: dict[str, Any], embedder: str, batch_size: i
     active = [item for item in items if item["review"] != "reject"]
     choose_mini(items, active, profile, report)
     count(active, context, report)
+    reviewed = report.counts.get("review", Counter())["decisions"]  # push refuses a build never reviewed
     report.audit = audit.audit(active, seed, distractor_rank=round(float(np.mean(ranks)), 3) if ranks else None)
     artifacts.write_parquet(work / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
     artifacts.write_json(work / ITEMS_SETTINGS, {"profile": profile["name"], "embedder": embedder_name,
                                                  "rsna_grades": profile["labels"]["rsna_grades"],
                                                  "labels": profile["labels"], "mini_settings": profile["mini"],
-                                                 "review_decisions": report.counts.get("review", {}).get("decisions", 0),
+                                                 "review_decisions": reviewed,
                                                  **settings, "audit": report.audit})
     report.finish()
     report.write(work / "items_report.json")

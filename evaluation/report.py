@@ -388,7 +388,8 @@ def _breakdown_lines(models: dict, facet: str) -> list[str]:
 
 def markdown(report: dict, figures: list[str]) -> str:
     models = report["models"]
-    lines = [*_overview(report), *audit_lines(report.get("audit_baselines")), *_parse_failure_lines(models), *_letter_lines(models),
+    lines = [*_overview(report), *audit_lines(report.get("audit_baselines")),
+             *_parse_failure_lines(models), *_letter_lines(models),
              *_circular_lines(models), "## Breakdowns", ""]
     for facet in FACETS:
         lines += _breakdown_lines(models, facet)

@@ -8,6 +8,8 @@ spelling, an unknown `Scoliosis` label, a degenerate box, and images whose only 
 
 from __future__ import annotations
 
+from collections import Counter
+
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,7 @@ def plant(root: Path, seed: int, scale: float) -> tuple[list[dict], list[dict], 
         images.append({
             "source": SOURCE, "path": path, "image_key": image_id, "patient_id": study, "modality": "X-ray",
             "diseases": diseases_of(labels), "raw_labels": sorted(set(labels)), "levels": {},
+            "boxes": dict(sorted(Counter(raw).items())),  # lesion -> boxes: what `most_boxes` counts
             "split": split, **header, **dicom_fields(tags, syntax),
         })
     for split, table in rows.items():
