@@ -151,13 +151,14 @@ def _make_items(work: Path, stage: artifacts.Staging, profile: dict[str, Any], e
     active = [item for item in items if item["review"] != "reject"]
     choose_mini(items, active, profile, report)
     count(active, context, report)
+    reviewed = report.counts.get("review", Counter())["decisions"]  # push refuses a build never reviewed
     report.audit = audit.audit(active, seed, distractor_rank=round(float(np.mean(ranks)), 3) if ranks else None)
     cells.neutralise(items, QA_SCHEMA, report)
     artifacts.write_parquet(stage / QA, pa.Table.from_pylist(items, schema=QA_SCHEMA))
     artifacts.write_json(stage / ITEMS_SETTINGS, {"profile": profile["name"], "embedder": embedder_name,
                                                   "rsna_grades": profile["labels"]["rsna_grades"],
                                                   "labels": profile["labels"], "mini_settings": profile["mini"],
-                                                  "review_decisions": report.counts.get("review", {}).get("decisions", 0),
+                                                  "review_decisions": reviewed,
                                                   **settings, "audit": report.audit})
     report.finish()
     report.write(stage / "items_report.json")

@@ -9,6 +9,7 @@ spelling, an unknown `Scoliosis` label, a degenerate box, and images whose only 
 
 from __future__ import annotations
 
+
 from pathlib import Path
 
 import numpy as np
