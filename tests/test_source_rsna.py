@@ -13,6 +13,7 @@ from build.records import Finding, Point, SourceRecord
 from build.report import StageReport
 from build.sources import rsna
 from build.sources.release import SourceError
+from reader_battery import ReaderBattery
 
 RELEASE = "rsna-2024-lumbar-spine-degenerative-classification"
 SLUGS = ("spinal_canal_stenosis", "left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing",
@@ -200,3 +201,9 @@ def test_an_absent_release_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("the download failed\n")
     with pytest.raises(SourceError, match="rsna: release not found .*train_label_coordinates.csv"):
         read(tmp_path)
+
+
+class TestBattery(ReaderBattery):
+    SOURCE = rsna.SOURCE
+    TABLE = "**/train_label_coordinates.csv"
+    LATER = frozenset({"truncated_dicom", "not_dicom"})  # the reader never opens a DICOM
