@@ -1,4 +1,4 @@
-"""A tiny Hub-style SpineBench folder for evaluation tests, until the real export exists.
+"""A tiny Hub-style SpineBench folder for evaluation and folder-check tests, in the layout of the export.
 
 Same layout and card YAML as the published dataset: per-config Parquet under data/<config>/, written by
 datasets with spinebench.FEATURES; `full` reads the diagnosis and localization files, `mini` its own.

@@ -1,4 +1,4 @@
-"""BUU-LSPINE reader on tiny hand-built release trees in the real layout (SOURCES.md section 1)."""
+"""BUU-LSPINE reader on tiny hand-built release trees in the real layout (docs/sources.md section 1)."""
 
 from __future__ import annotations
 

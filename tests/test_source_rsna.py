@@ -1,4 +1,4 @@
-"""The RSNA 2024 reader on tiny release trees written here in the layout of SOURCES.md §3."""
+"""The RSNA 2024 reader on tiny release trees written here in the layout of docs/sources.md §3."""
 
 from __future__ import annotations
 

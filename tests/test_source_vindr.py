@@ -1,4 +1,4 @@
-"""The VinDr-SpineXR reader on tiny release trees written here in the layout of SOURCES.md §4."""
+"""The VinDr-SpineXR reader on tiny release trees written here in the layout of docs/sources.md §4."""
 
 from __future__ import annotations
 
