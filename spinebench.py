@@ -2,8 +2,7 @@
 
 The public schema (column names and feature types), the label vocabulary it carries, and the four
 configurations. Every build stage and the evaluation import these names from here; nothing else defines
-a column. The `datasets` builder that yields the configurations from a build lives here too (added with
-the publishing stage).
+a column. The `datasets` builder that yields the configurations from a build lives here too.
 
 This file is never published inside the Hub folder: datasets 5.2 refuses a repo that holds a script of
 the repo's own name.

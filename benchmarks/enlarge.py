@@ -30,7 +30,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
 DICOM_MAGIC = b"DICM"
 NOISE = 0.004  # standard deviation of the added noise, as a share of the value range
-# Long side in pixels of each release's images (benchmarks/README.md, docs SOURCES.md): VinDr radiographs
+# Long side in pixels of each release's images (benchmarks/README.md, docs/sources.md): VinDr radiographs
 # 2-3k, BUU JPEGs 2.1-3.0k, CSXA PNGs ~1.5-2k, RSNA MR slices 384-640.
 RELEASE_LONG_SIDES = {"vindr": (2000, 3000), "buu": (2100, 3000), "csxa": (1500, 2000), "rsna": (384, 640)}
 VINDR_UNCOMPRESSED_SHARE = 0.1  # the rest of VinDr is JPEG 2000 lossless, as in the release

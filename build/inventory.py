@@ -3,7 +3,7 @@
     python -m build inventory --raw RAW [--workers N] [--sources S ...]
 
 Per source: where the release root was found (by its signature, at any depth, in a folder or a zip) and
-its layout, image files and annotations counted against what the release holds (SOURCES.md), the
+its layout, image files and annotations counted against what the release holds (docs/sources.md), the
 records the reader makes of them, a decode check of a few files per transfer syntax (or image format),
 and an estimate of the ingest time from the decode times. Nothing is written. Run it first, fix the
 layout it reports, then build.
@@ -35,7 +35,7 @@ COMMAND = "inventory"
 HELP = "check a raw download (where each release is, counts, decoding) before building"
 SAMPLE = 40  # files whose header is read to find the transfer syntaxes in use
 DECODED = 2  # files decoded per transfer syntax or format
-# What the releases hold (SOURCES.md): image files, and the annotations that label them
+# What the releases hold (docs/sources.md): image files, and the annotations that label them
 FILES = {"buu": (".jpg", 800), "csxa": (".png", 4963), "rsna": (".dcm", 147_218), "vindr": (".dicom", 10_466)}
 ANNOTATIONS = {"buu": ("endplate CSVs", 800), "csxa": ("keypoint JSONs", 4963),
                "rsna": ("coordinate rows", 48_692), "vindr": ("box rows in annotations/train.csv", 19_550)}
@@ -90,7 +90,7 @@ def inventory(source: str, folder: Path) -> Inventory:
 
 
 def describe(release: Release) -> str:
-    """The layout in the words of SOURCES.md: zip or folder, and how the root sits in RAW/<source>."""
+    """The layout in the words of docs/sources.md: zip or folder, and how the root sits in RAW/<source>."""
     root = release.root
     if "physionet.org/files/" in f"{root}/":
         shape = "PhysioNet wget mirror"

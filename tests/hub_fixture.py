@@ -1,4 +1,4 @@
-"""A tiny Hub-style SpineBench folder for evaluation tests, until the real export exists.
+"""A tiny Hub-style SpineBench folder for evaluation and folder-check tests, in the layout of the export.
 
 Same layout and card YAML as the published dataset: per-config Parquet under data/<config>/, written by
 datasets with spinebench.FEATURES; `full` reads the diagnosis and localization files, `mini` its own.
@@ -89,10 +89,16 @@ def fixture_rows() -> dict[str, list[dict]]:
     return {"diagnosis": diagnosis, "localization": localization}
 
 
-def write_hub_folder(root: Path) -> Path:
-    """Write the folder (Parquet per config and README.md with the configs' YAML) and return it."""
-    rows = fixture_rows()
-    rows["mini"] = [row for task_rows in rows.values() for row in task_rows if row["id"] in MINI]
+def write_hub_folder(root: Path, rows: dict[str, list[dict]] | None = None, default: str = "full",
+                     full: tuple[str, ...] = ("diagnosis", "localization")) -> Path:
+    """Write the folder (Parquet per config and README.md with the configs' YAML) and return it.
+
+    `rows` (per data folder, as `fixture_rows` gives them; mini derived when absent), the default
+    configuration and the folders `full` reads can be changed to make a folder the check must refuse.
+    """
+    rows = dict(rows or fixture_rows())
+    if "mini" not in rows:
+        rows["mini"] = [row for task_rows in rows.values() for row in task_rows if row["id"] in MINI]
     for config, config_rows in rows.items():
         folder = root / "data" / config
         folder.mkdir(parents=True, exist_ok=True)
@@ -105,14 +111,14 @@ def write_hub_folder(root: Path) -> Path:
         return [{"split": SPLIT, "path": [f"data/{config}/{SPLIT}-*.parquet" for config in configs]}]
 
     card = DatasetCardData(pretty_name="SpineBench test fixture", license="other")
-    MetadataConfigs(
-        {
-            "full": {"data_files": files("diagnosis", "localization"), "default": True},
-            "diagnosis": {"data_files": files("diagnosis")},
-            "localization": {"data_files": files("localization")},
-            "mini": {"data_files": files("mini")},
-        }
-    ).to_dataset_card_data(card)
+    configs = {
+        "full": {"data_files": files(*full)},
+        "diagnosis": {"data_files": files("diagnosis")},
+        "localization": {"data_files": files("localization")},
+        "mini": {"data_files": files("mini")},
+    }
+    configs[default]["default"] = True
+    MetadataConfigs(configs).to_dataset_card_data(card)
     DatasetInfosDict(
         {config: datasets.DatasetInfo(features=FEATURES) for config in CONFIG_NAMES}
     ).to_dataset_card_data(card)

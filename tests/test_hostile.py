@@ -2,7 +2,7 @@
 
 The ingest must finish, name every planted problem in its report (file, and row where it is about one
 row) with a reason that says what is wrong, read nothing outside RAW/<source>, and still deliver every
-good image of the replica manifest. The last test is the build's exit code (LEAD: see its docstring).
+good image of the replica manifest. The last test is the build's exit code (see its docstring).
 """
 
 from __future__ import annotations
@@ -248,8 +248,8 @@ def start_ingest(raw: Path, work: Path, *sources: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_LEAD_exit_code_says_whether_input_was_rejected(built, hostile, tmp_path):
-    """LEAD (build/ingest.py main, and build/run.py): `python -m build ingest` exits
+def test_exit_code_says_whether_input_was_rejected(built, hostile, tmp_path):
+    """`python -m build ingest` (build/ingest.py main, and build/run.py) exits
     0 when the ingest finished and rejected nothing (drops by the label policy and warnings do not count),
     3 when it finished but rejected some input (the report lists it),
     1 (an uncaught exception) or 2 (argparse usage error) as Python makes them.

@@ -1,4 +1,4 @@
-"""BUU-LSPINE reader on tiny hand-built release trees in the real layout (SOURCES.md section 1)."""
+"""BUU-LSPINE reader on tiny hand-built release trees in the real layout (docs/sources.md section 1)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import buu
 from build.sources.release import SourceError
+from reader_battery import ReaderBattery
 
 ROWS = {"AP": 10, "LA": 11}
 # 0-based CSV row of each endplate, cranial to caudal: L1 top, L1 bottom, ..., L5 bottom, S1 top
@@ -243,3 +244,8 @@ def test_a_folder_without_a_release_is_an_error(tmp_path):
     jpeg(tmp_path / "AP" / "0001-F-037Y0.jpg")  # an image without its CSV is no release
     with pytest.raises(SourceError, match=r"buu: release not found .*AP/ or LA/ folder with <stem>\.jpg"):
         read(tmp_path)
+
+
+class TestBattery(ReaderBattery):
+    SOURCE = buu.SOURCE
+    TABLE = "**/LA/*.csv"

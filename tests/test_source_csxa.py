@@ -13,6 +13,7 @@ from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import csxa
 from build.sources.release import SourceError
+from reader_battery import ReaderBattery
 
 HEADER = "image_id,patient_id,gender,age,curvature\n"
 
@@ -207,3 +208,8 @@ def test_a_broken_mapping_stops_with_the_key_named(tmp_path, change, message):
     mapping = {**config.load("csxa"), **change}
     with pytest.raises(ValueError, match=message):
         read(tmp_path, mapping)
+
+
+class TestBattery(ReaderBattery):
+    SOURCE = csxa.SOURCE
+    TABLE = "**/metadata.csv"

@@ -1,4 +1,4 @@
-"""The RSNA 2024 reader on tiny release trees written here in the layout of SOURCES.md §3."""
+"""The RSNA 2024 reader on tiny release trees written here in the layout of docs/sources.md §3."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from build.records import Finding, Point, SourceRecord
 from build.report import StageReport
 from build.sources import rsna
 from build.sources.release import SourceError
+from reader_battery import ReaderBattery
 
 RELEASE = "rsna-2024-lumbar-spine-degenerative-classification"
 SLUGS = ("spinal_canal_stenosis", "left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing",
@@ -200,3 +201,9 @@ def test_an_absent_release_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("the download failed\n")
     with pytest.raises(SourceError, match="rsna: release not found .*train_label_coordinates.csv"):
         read(tmp_path)
+
+
+class TestBattery(ReaderBattery):
+    SOURCE = rsna.SOURCE
+    TABLE = "**/train_label_coordinates.csv"
+    LATER = frozenset({"truncated_dicom", "not_dicom"})  # the reader never opens a DICOM

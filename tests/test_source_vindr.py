@@ -1,4 +1,4 @@
-"""The VinDr-SpineXR reader on tiny release trees written here in the layout of SOURCES.md §4."""
+"""The VinDr-SpineXR reader on tiny release trees written here in the layout of docs/sources.md §4."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from build.records import Finding, SourceRecord
 from build.report import StageReport
 from build.sources import vindr
 from build.sources.release import SourceError
+from reader_battery import ReaderBattery
 
 RELEASE = "vindr-spinexr-a-large-annotated-medical-image-dataset-for-spinal-lesions-detection-1.0.0"
 COLUMNS = ["study_id", "series_id", "image_id", "rad_id", "lesion_type", "xmin", "ymin", "xmax", "ymax"]
@@ -235,3 +236,10 @@ def test_a_tag_that_cannot_be_converted_is_an_unknown_fact(tmp_path: Path) -> No
     write_dicom(tmp_path / "x.dicom", {"BodyPartExamined": "LSPINE", "PatientAge": "056Y"})
     dataset = Unconvertible(pydicom.dcmread(tmp_path / "x.dicom"))
     assert vindr.header_facts(dataset) == {"region": "lumbar", "view": "unknown", "sex": None, "age": None}
+
+
+class TestBattery(ReaderBattery):
+    SOURCE = vindr.SOURCE
+    TABLE = "**/annotations/train.csv"
+    LATER = frozenset({"dropped_labels_only"})  # the label map, not the reader, drops these
+    FACTS = ("patient_id", "modality")  # region, view, sex and age come from the DICOM header

@@ -1,5 +1,7 @@
 """Mini subset selection: quotas, balance, quality first, one item per patient first, determinism."""
 
+import hashlib
+
 import numpy as np
 
 from build import subset
@@ -53,3 +55,18 @@ def test_a_max_share_cuts_the_subset_until_no_group_dominates():
     share = subset.allocate(available, total)
     assert max(share.values()) <= 0.5 * total and total == 30  # 15 + 10 + 5: one more and big > half
     assert subset.capped_total({"only": 50}, 10, 0.5) == 0
+
+
+def test_equal_quality_is_broken_by_the_seeded_hash_whatever_the_input_order():
+    """The documented rule: among equal scores, the smaller sha256 of "<seed>:<id>" goes first."""
+    ids = [f"t{n}" for n in range(12)]
+
+    def by_hash(seed: int) -> set[str]:  # the rule, computed here from its definition
+        return set(sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())[:4])
+
+    def chosen(order: list[str], seed: int) -> set[str]:
+        return set(select(order, ["d"] * len(order), order, [0.5] * len(order), 4, seed=seed)[0])
+
+    assert by_hash(0) != set(ids[:4]) and by_hash(0) != by_hash(1)  # neither input order nor seed-blind
+    for seed in (0, 1):
+        assert chosen(ids, seed) == chosen(ids[::-1], seed) == by_hash(seed)

@@ -1,6 +1,6 @@
 """Write synthetic replicas of the four raw releases, with a manifest of everything planted.
 
-No network and no patient data: small drawn spines in the exact on-disk layouts of SOURCES.md, with the
+No network and no patient data: small drawn spines in the exact on-disk layouts of docs/sources.md, with the
 releases' known defects planted on purpose. DIR/manifest.json says what was planted (images, diseases,
 levels, header facts, edge cases and what the pipeline should do with each); reader tests check against it.
 Scale 1 is about 1% of the paper (~400 images); scale 100 is the paper's size (~40,000 images).

@@ -1,6 +1,6 @@
 """BUU-LSPINE replica: lumbar AP and lateral JPEGs with headerless endplate CSVs and the report workbook.
 
-Copies the open `BUU-LSPINE_400` release (SOURCES.md section 1), nested twice on purpose as some unzips
+Copies the open `BUU-LSPINE_400` release (docs/sources.md section 1), nested twice on purpose as some unzips
 are, with the mirrors' defects planted: a `(1)` duplicate, an image without its CSV, a short CSV and a
 lateral row with its two points swapped.
 """

@@ -1,7 +1,7 @@
 """CSXA replica: lateral cervical PNGs, 23-keypoint JSONs and a metadata table.
 
 PLACEHOLDER SCHEMA [U]: the real CSXA JSON schema, metadata columns and curvature strings are unknown
-(SOURCES.md section 2). This writes a placeholder layout (metadata.csv, images/, annotations/) that the
+(docs/sources.md section 2). This writes a placeholder layout (metadata.csv, images/, annotations/) that the
 default configs/csxa.yaml reads; layouts.py turns it into Science Data Bank's datasets.xlsx + two zips.
 It is not a copy of the real release.
 """

@@ -1,4 +1,4 @@
-"""The on-disk layouts people actually get when they download a release (SOURCES.md, first section).
+"""The on-disk layouts people actually get when they download a release (docs/sources.md, first section).
 
 Each source module writes its tree in its first layout; `apply` then moves it into another one: the same
 files, bytes and pixels, only placed, nested or zipped differently. A reader must give identical records

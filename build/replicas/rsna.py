@@ -1,6 +1,6 @@
 """RSNA 2024 lumbar replica: the Kaggle CSVs and one MR DICOM per slice under train_images/.
 
-Copies the competition layout (SOURCES.md section 3). Like the real data, each study has about a dozen
+Copies the competition layout (docs/sources.md section 3). Like the real data, each study has about a dozen
 annotated slices: all five canal levels on one mid-sagittal T2 slice, foramina on one or two Sagittal T1
 slices per side, subarticular recesses on Axial T2 slices (left and right usually on the same one), plus
 unannotated neighbours whose numeric order matters (`10.dcm` after `9.dcm`). Planted: empty grades for

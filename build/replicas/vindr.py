@@ -1,6 +1,6 @@
 """VinDr-SpineXR replica: box CSVs and one DX/CR DICOM per image, in the PhysioNet layout.
 
-Copies SOURCES.md section 4, including the variety readers and the standardizer must survive: bit depths
+Copies docs/sources.md section 4, including the variety readers and the standardizer must survive: bit depths
 10/12/14/16, MONOCHROME1 and 2, a window (single or multi-valued), a VOI LUT or neither, JPEG 2000 files
 (most, as in the release; some with a 16-bit codestream under a lower header BitsStored), a few RLE and
 uncompressed ones, optional patient tags. Planted: empty `No finding` boxes, the release's `Spondylolysthesis`
@@ -25,7 +25,7 @@ ROOT = ("vindr-spinexr-a-large-annotated-medical-image-dataset-for-spinal-lesion
 PAPER_IMAGES = 10466
 HEADER = ("study_id", "series_id", "image_id", "rad_id", "lesion_type", "xmin", "ymin", "xmax", "ymax")
 NO_FINDING = "No finding"
-UNKNOWN = "Scoliosis"  # not a release label: readers keep it as "other" with a warning
+UNKNOWN = "Scoliosis"  # not a release label: kept as written by the reader, ignored by the label map; warned
 # release string -> (SpineBench disease, or None where the label map drops it; drawn kind; share; most boxes)
 LESIONS = {
     "Osteophytes": ("Osteophytes", "osteophyte", 0.38, 3),

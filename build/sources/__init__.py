@@ -27,7 +27,7 @@ HeaderFacts = Callable[[Dataset], dict[str, Any]]  # SourceRecord fields read fr
 
 READERS: dict[str, Reader] = {module.SOURCE: module.read for module in (buu, csxa, rsna, vindr)}
 HEADER_FACTS: dict[str, HeaderFacts] = {vindr.SOURCE: vindr.header_facts}
-# What each release holds (SOURCES.md): a build far below it is a partial download or a wrong layout.
+# What each release holds (docs/sources.md): a build far below it is a partial download or a wrong layout.
 EXPECTED: dict[str, tuple[int, str]] = {
     "buu": (800, "images"), "csxa": (4963, "images"), "rsna": (1975, "studies"), "vindr": (10466, "images"),
 }

@@ -1,4 +1,4 @@
-"""Reader of the BUU-LSPINE release (SOURCES.md §1): lumbar X-rays, AP and lateral, with spondylolisthesis.
+"""Reader of the BUU-LSPINE release (docs/sources.md §1): lumbar X-rays, AP and lateral, spondylolisthesis.
 
 One record per `AP/<stem>.jpg` or `LA/<stem>.jpg` whose stem follows the release grammar and that has its
 endplate CSV. Patient, sex, age and view come from the stem; the CSV's label column gives the slips.
@@ -11,8 +11,8 @@ Decisions where the release is vague:
   its diagnosis (`slip`) but carries no levels at all, since its level set can no longer be trusted.
 - A CSV with another row count than 10 (AP) / 11 (LA) cannot be aligned with the endplates: warned, the
   image keeps its diagnosis from the labels it has, without levels.
-- Swapped points in a row are a known release quirk that touches only coordinates, which SpineBench
-  does not use: not checked, not warned (it would only add noise to every report).
+- Swapped points in a row (x1 > x2) are a known release quirk that touches only coordinates, which
+  SpineBench does not use: warned with the row number, and the labels are read as usual.
 - Rejected images: a name off the grammar, a mirror's duplicate copy (`<stem>(1).jpg`), a view digit
   that contradicts the folder (its CSV would be read against the wrong endplate list), no CSV, a CSV
   that is empty or has a row that is not 5 numbers (reason with the line number).

@@ -1,4 +1,4 @@
-"""Reader of CSXA, the Cervical Spine X-ray Atlas (SOURCES.md §2), driven by configs/csxa.yaml.
+"""Reader of CSXA, the Cervical Spine X-ray Atlas (docs/sources.md §2), driven by configs/csxa.yaml.
 
 Science Data Bank ships `datasets.xlsx` + `datasets-PNG.zip` + `datasets-JSON.zip`; the workbook's column
 names and class strings are not public, so nothing here names a CSXA file or column: the mapping says

@@ -1,4 +1,4 @@
-"""Reader of the RSNA 2024 Lumbar Spine Degenerative Classification release (SOURCES.md §3).
+"""Reader of the RSNA 2024 Lumbar Spine Degenerative Classification release (docs/sources.md §3).
 
 One record per annotated slice, i.e. per distinct (study, series, instance) of
 train_label_coordinates.csv, with one finding per coordinate row: the condition string as written, its

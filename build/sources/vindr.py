@@ -1,4 +1,4 @@
-"""Reader of the VinDr-SpineXR release (SOURCES.md §4).
+"""Reader of the VinDr-SpineXR release (docs/sources.md §4).
 
 One record per image_id of annotations/train.csv and annotations/test.csv, with one finding per box (per
 row: the multi-lesion rule `most_boxes` counts them; `No finding` once), the strings as written (the label
