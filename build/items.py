@@ -62,9 +62,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: labels were mapped with profile {ingested!r} at ingest (same label and imaging settings)")
     report = make_items(args.work, profile, args.embedder, args.batch_size, args.device,
                         review_file(args.work, args.review))
-    tasks = report.counts["items"]
+    tasks = report.counts.get("items", {})
     print(report.summary(f"{tasks.get('diagnosis', 0)} diagnosis + {tasks.get('localization', 0)} localization"
-                         f" items, mini {sum(report.counts['mini'].values())}"))
+                         f" items, mini {sum(report.counts.get('mini', {}).values())}"))
     return 0
 
 

@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace, work: Path, profile: dict) -> int:
     print(ingested.summary(ingest.headline(ingested, args.sources)))
     report = items.make_items(work, profile, args.embedder, args.batch_size, args.device,
                               items.review_file(work, args.review))
-    print(report.summary(f"{sum(report.counts['items'].values())} items"))
+    print(report.summary(f"{sum(report.counts.get('items', {}).values())} items"))
     folder = export.export(work, args.out, args.public)
     result = hubcheck.check(folder)
     print(result.summary())
