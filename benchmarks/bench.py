@@ -213,14 +213,10 @@ def ingest_jobs(raw: Path) -> tuple[list, dict]:
     labelled = ingest.label_records(ingest.read_sources(releases, report), LabelMap.from_config(profile), report,
                                     releases)
     jobs = [ingest.Job(r.image_id, r.source, releases[r.source], r.path, r.frame) for r, _ in labelled]
-    if any(file_of(job) is None for job in jobs):
+    if any(job.path is None for job in jobs):
         raise SystemExit(f"{raw}: the benchmark reads unzipped replicas (the default layouts)")
     return jobs, profile
 
-
-def file_of(job) -> Path | None:
-    """The job's file on disk (None inside a zip)."""
-    return job.release.path(job.member)
 
 
 def floor_loop(jobs: list, max_side: int, window: tuple[float, float], reduced: bool = True) -> int:
@@ -238,7 +234,7 @@ def floor_loop(jobs: list, max_side: int, window: tuple[float, float], reduced: 
     for job in jobs:
         try:
             decode_for = max_side if reduced else None
-            path = file_of(job)
+            path = job.path
             if imaging._is_dicom(path):
                 pixels, _, _, source = imaging._read_dicom(path, job.frame, window, None, [], decode_for)
             else:
@@ -278,7 +274,7 @@ def bench_ingest(raw: Path, scratch: Path, settings: Settings) -> dict[str, Any]
 
     _, (jobs, profile) = timed(lambda: ingest_jobs(raw))  # the first pass also warms the page cache
     for job in jobs:
-        file_of(job).read_bytes()
+        job.path.read_bytes()
     readers = [timed(lambda: ingest_jobs(raw))[0] for _ in range(max(1, settings.repeats))]
     imaging = profile["imaging"]
     max_side, window = imaging["max_side"], tuple(imaging["percentile_window"])
@@ -405,7 +401,7 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
     groups: dict[tuple[str, str], list] = {}
     for job in jobs:
         try:
-            groups.setdefault((job.source, codec_of(file_of(job))), []).append(job)
+            groups.setdefault((job.source, codec_of(job.path)), []).append(job)
         except Exception:  # noqa: BLE001, S112 - the planted broken files: not a codec figure
             continue
     result: dict[str, Any] = {"fairness": "same files, page cache warm, 1 process each; per-repeat ratio of "
@@ -413,11 +409,11 @@ def bench_codecs(big: Path, settings: Settings) -> dict[str, Any]:
     for (source, codec), members in sorted(groups.items()):
         chosen = members[:: max(1, len(members) // settings.codec_files)][: settings.codec_files]
         for job in chosen:
-            file_of(job).read_bytes()
+            job.path.read_bytes()
         sizes = []
         for job in chosen:
             try:
-                sizes.append(imaging.standardize_file(file_of(job), job.frame, max_side, window))
+                sizes.append(imaging.standardize_file(job.path, job.frame, max_side, window))
             except imaging.ImageError:
                 pass
         cases = {"full_decode_floor": lambda c=chosen: floor_loop(c, max_side, window, reduced=False),

@@ -8,16 +8,15 @@ are counted from those rows by hand: the rules alone give SDD 3/6 and SLL 1/4.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from evaluation import report as rp
 from evaluation.__main__ import main as evaluation_main
 from evaluation.judge import JUDGE_PROMPT_MARK, read_answer
+from loopback import json_server
 from test_report import hand_run  # noqa: F401  (the fixture)
 
 SECRET = "sk-judge-not-a-real-key"
@@ -29,30 +28,15 @@ def fake_judge(answer: Callable[[str], str | None], status: int = 200) -> Iterat
     """A judge answering `answer(prompt)` (None: null content); yields its base URL and the requests."""
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = payload["messages"][0]["content"]
-            seen.append({"prompt": prompt, "auth": self.headers.get("Authorization"), **payload})
-            body = {"choices": [{"message": {"content": answer(prompt)}, "finish_reason": "stop"}]}
-            data = json.dumps(body if status == 200 else {"error": SECRET}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str, headers: dict[str, str], body: bytes) -> tuple[int, object, dict[str, str]]:
+        payload = json.loads(body)
+        prompt = payload["messages"][0]["content"]
+        seen.append({"prompt": prompt, "auth": headers.get("Authorization"), **payload})
+        reply = {"choices": [{"message": {"content": answer(prompt)}, "finish_reason": "stop"}]}
+        return status, reply if status == 200 else {"error": SECRET}, {}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(respond) as base:
+        yield base, seen
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import datasets
@@ -35,6 +34,7 @@ from evaluation import spinebench_tasks
 from evaluation.openai_model import EndpointError, OpenAIModel, Settings
 from evaluation.prompts import WITHHELD, build_prompt, final_line
 from hub_fixture import write_hub_folder
+from loopback import json_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_FILE = ROOT / "evaluation" / "spinebench_tasks.py"
@@ -133,29 +133,12 @@ class Stub:
 def serve(stub: Stub) -> Iterator[str]:
     """Run the stub on 127.0.0.1 (a free port) in a thread; yield its base URL."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            status, answer = stub.handle(self.path, dict(self.headers), body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str, headers: dict[str, str], body: bytes) -> tuple[int, object, dict[str, str]]:
+        status, answer = stub.handle(path, headers, body)
+        return status, answer, {}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(respond) as base:
+        yield base
 
 
 # In-process tests on the small fixture folder.

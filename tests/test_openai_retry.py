@@ -8,17 +8,16 @@ recorder, so the schedule is asserted exactly and no test waits for real.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 
 from evaluation import openai_model
 from evaluation.openai_model import ChatClient, Failure, Reply, Settings
+from loopback import json_server
 
 OK = (200, {}, {"choices": [{"message": {"content": "B"}, "finish_reason": "stop"}]})
 
@@ -29,31 +28,14 @@ def scripted(replies: list[tuple[int, dict[str, str], dict]]) -> Iterator[tuple[
     hits: list[str] = []
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                status, headers, body = replies[len(hits)] if len(hits) < len(replies) else OK
-                hits.append(self.path)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in {"Content-Type": "application/json", **headers}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str, headers: dict[str, str], body: bytes) -> tuple[int, object, dict[str, str]]:
+        with lock:
+            status, extra, answer = replies[len(hits)] if len(hits) < len(replies) else OK
+            hits.append(path)
+        return status, answer, extra
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", hits
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(respond) as base:
+        yield base, hits
 
 
 @pytest.fixture
