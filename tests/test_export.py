@@ -121,14 +121,20 @@ def test_public_export_holds_no_pixels_of_pointer_sources(public):
     assert hubcheck.check(public).ok
 
 
-def test_builder_rehydrates_pointer_rows_to_the_same_bytes(built, public, tmp_path):
-    builder = SpineBench(config_name="full", data_dir=str(built.raw), published=str(public),
-                         cache_dir=str(tmp_path / "c"))
+def rehydrated_and_embedded(raw, public, built, tmp_path) -> tuple[dict, dict]:
+    """Image bytes by item id: the builder's, rehydrated from `raw` into the public export, and the embedded
+    export's (diagnosis + localization: every item once)."""
+    builder = SpineBench(config_name="full", data_dir=str(raw), published=str(public), cache_dir=str(tmp_path / "c"))
     builder.download_and_prepare(output_dir=str(tmp_path / "out"), file_format="parquet")
     rehydrated = {r["id"]: r["image"]["bytes"] for p in (tmp_path / "out").glob("*.parquet")
                   for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
     embedded = {r["id"]: r["image"]["bytes"] for p in built.hub.glob("data/[dl]*/*.parquet")
                 for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
+    return rehydrated, embedded
+
+
+def test_builder_rehydrates_pointer_rows_to_the_same_bytes(built, public, tmp_path):
+    rehydrated, embedded = rehydrated_and_embedded(built.raw, public, built, tmp_path)
     assert rehydrated == embedded
 
 
@@ -144,12 +150,7 @@ def test_rehydration_works_from_a_differently_laid_out_download(built, public, t
     paths = [r["image_path"] for p in public.glob("data/*/*.parquet")
              for r in pq.read_table(p, columns=["image_path"]).to_pylist()]
     assert paths and not any(layouts.rsna.ROOT in p or layouts.vindr.ROOT in p for p in paths)
-    builder = SpineBench(config_name="full", data_dir=str(raw), published=str(public), cache_dir=str(tmp_path / "c"))
-    builder.download_and_prepare(output_dir=str(tmp_path / "out"), file_format="parquet")
-    rehydrated = {r["id"]: r["image"]["bytes"] for p in (tmp_path / "out").glob("*.parquet")
-                  for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
-    embedded = {r["id"]: r["image"]["bytes"] for p in built.hub.glob("data/[dl]*/*.parquet")
-                for r in pq.read_table(p, columns=["id", "image"]).to_pylist()}
+    rehydrated, embedded = rehydrated_and_embedded(raw, public, built, tmp_path)
     assert rehydrated == embedded
 
 
