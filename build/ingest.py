@@ -199,6 +199,7 @@ def _ingest(releases: dict[str, Release], stage: artifacts.Staging, profile: dic
                       HEADER_FACTS.get(record.source))
 
     seen_pixels: dict[str, str] = {}
+    patients: dict[str, set[str]] = {}  # per source, the patients (studies) of the images written
     with artifacts.parquet_writer(stage / artifacts.RECORDS, RECORDS_SCHEMA) as records:
         for index, sidecar in enumerate(standardize_shards(jobs(), stage / artifacts.IMAGES_DIR,
                                                            profile["imaging"], workers)):
@@ -206,8 +207,10 @@ def _ingest(releases: dict[str, Release], stage: artifacts.Staging, profile: dic
             in_shard = [labelled.popleft() for _ in range(jobs_in_shard)]
             rows = records_rows(in_shard, index, sidecar, seen_pixels, images, releases)
             records.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA))
+            for row in rows:
+                patients.setdefault(row["source"], set()).add(row["patient_id"])
     report.absorb(images)
-    check_sizes(records_seen(stage.folder), releases, report)
+    check_sizes(report.counts.get("images", {}), patients, releases, report)
     artifacts.write_json(stage / artifacts.SOURCES, sources_summary(releases, report))
     artifacts.write_json(stage / artifacts.PROFILE, {"profile": profile["name"]})
     report.finish()
@@ -240,18 +243,13 @@ def read_sources(releases: dict[str, Release], report: StageReport) -> Iterator[
             report.count("failed", source)
 
 
-def records_seen(work: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(work / artifacts.RECORDS, columns=["source", "patient_id"]).to_pylist()
-
-
-def check_sizes(rows: list[dict], releases: dict[str, Release], report: StageReport) -> None:
-    """A source with no image fails; one far below its release's size is a loud warning."""
+def check_sizes(images: dict[str, int], patients: dict[str, set[str]], releases: dict[str, Release],
+                report: StageReport) -> None:
+    """A source with no image fails; one far below its release's size is a loud warning. `images` and
+    `patients` are what was written, per source (RSNA's size is counted in studies)."""
     for source in releases:
         expected, unit = EXPECTED[source]
-        found = len({r["patient_id"] for r in rows if r["source"] == source}) if unit == "studies" else \
-            sum(r["source"] == source for r in rows)
+        found = len(patients.get(source, ())) if unit == "studies" else images.get(source, 0)
         report.count("expected", source, expected)
         report.count("found", source, found)
         if found == 0:
